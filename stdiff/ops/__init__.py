@@ -1,0 +1,136 @@
+"""Fused ops of STDiff with interchangeable backends (DESIGN.md §2).
+
+Each public function validates its arguments once and then runs the backend chosen by
+``backend`` ("auto", "reference", "cpu", "cuda", "triton"; see :mod:`stdiff.ops._dispatch`).
+All backends compute the same function as :mod:`stdiff.ops.reference` and are differentiable.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import _validate as check
+from . import reference
+from ._dispatch import BACKENDS, backend_status, resolve
+
+__all__ = [
+    "BACKENDS",
+    "backend_status",
+    "convgru_gates",
+    "convgru_update",
+    "spade_norm",
+    "sde_step",
+    "sde_predict",
+    "reference",
+]
+
+
+def convgru_gates(gx: Tensor, gh: Tensor, h: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Conv-GRU gates: ``u, r = split(sigmoid(gx + gh))``; returns ``(u, r * h)``.
+
+    gx, gh: (N, 2F, H, W); h: (N, F, H, W). Returns two (N, F, H, W) tensors.
+    """
+    check.tensor("h", h, ndim=4)
+    n, f, height, width = h.shape
+    check.like("gx", gx, "h", h, shape=(n, 2 * f, height, width))
+    check.like("gh", gh, "h", h, shape=(n, 2 * f, height, width))
+    return resolve(backend, h.device.type).convgru_gates(gx, gh, h)
+
+
+def convgru_update(
+    cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False, backend: str = "auto"
+) -> Tensor:
+    """Conv-GRU state update, all (N, F, H, W).
+
+    ``(1 - u) * h + tanh(cx + ch)`` (official STDiff), or ``(1 - u) * h + u * tanh(cx + ch)``
+    with ``standard=True``.
+    """
+    check.tensor("h", h, ndim=4)
+    for name, value in (("cx", cx), ("ch", ch), ("u", u)):
+        check.like(name, value, "h", h)
+    if not isinstance(standard, bool):
+        raise TypeError(f"standard must be a bool, got {type(standard).__name__}")
+    return resolve(backend, h.device.type).convgru_update(cx, ch, u, h, standard=standard)
+
+
+def spade_norm(
+    h: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+    backend: str = "auto",
+) -> Tensor:
+    """SPADE: ``instance_norm(h) * (1 + gamma) + beta (+ bias[:, :, None, None])``.
+
+    h, gamma, beta: (N, C, H, W); bias: (N, C) or None. Statistics per (n, c) over H*W in float32,
+    biased variance, ``eps`` added to the variance. Returns (N, C, H, W) in h's dtype.
+    """
+    check.tensor("h", h, ndim=4)
+    check.like("gamma", gamma, "h", h)
+    check.like("beta", beta, "h", h)
+    if bias is not None:
+        check.like("bias", bias, "h", h, shape=tuple(h.shape[:2]))
+    eps = check.positive_float("eps", eps)
+    return resolve(backend, h.device.type).spade_norm(h, gamma, beta, bias=bias, eps=eps)
+
+
+def _check_noise(y: Tensor, dW: Tensor | None, dt: object, seed: object, offset: object) -> None:
+    if dW is None:
+        if seed is None:
+            raise ValueError("dW=None draws the Brownian increment in the op and needs seed (an int >= 0)")
+        check.positive_float("dt", dt)
+        check.non_negative_int("seed", seed)
+        check.non_negative_int("offset", offset)
+    else:
+        check.like("dW", dW, "y", y)
+        if seed is not None:
+            raise ValueError("give either dW or seed, not both")
+
+
+def sde_step(
+    y: Tensor,
+    f: Tensor,
+    g: Tensor,
+    dW: Tensor | None,
+    dt: float,
+    g_pred: Tensor | None = None,
+    g_is_raw: bool = False,
+    seed: int | None = None,
+    offset: int = 0,
+    backend: str = "auto",
+) -> Tensor:
+    """One SDE step for diagonal noise; f, g, g_pred, dW share y's shape (any rank).
+
+    Euler-Maruyama ``y + f dt + g dW``; with ``g_pred`` the Euler-Heun corrector
+    ``y + f dt + (g + g_pred) / 2 dW``. ``g_is_raw=True`` applies tanh to g (and g_pred) in the op.
+    ``dW=None`` draws ``sqrt(dt) N(0, 1)`` in the op from a Philox stream keyed by (seed, offset).
+    """
+    check.tensor("y", y)
+    check.like("f", f, "y", y)
+    check.like("g", g, "y", y)
+    if g_pred is not None:
+        check.like("g_pred", g_pred, "y", y)
+    dt = check.positive_float("dt", dt)
+    _check_noise(y, dW, dt, seed, offset)
+    return resolve(backend, y.device.type).sde_step(
+        y, f, g, dW, dt, g_pred=g_pred, g_is_raw=bool(g_is_raw), seed=seed, offset=offset
+    )
+
+
+def sde_predict(
+    y: Tensor,
+    g: Tensor,
+    dW: Tensor | None,
+    dt: float | None = None,
+    g_is_raw: bool = False,
+    seed: int | None = None,
+    offset: int = 0,
+    backend: str = "auto",
+) -> Tensor:
+    """Euler-Heun predictor ``y + g dW`` (g, dW shaped like y). ``dW=None`` needs dt and seed."""
+    check.tensor("y", y)
+    check.like("g", g, "y", y)
+    _check_noise(y, dW, dt, seed, offset)
+    return resolve(backend, y.device.type).sde_predict(
+        y, g, dW, dt=dt, g_is_raw=bool(g_is_raw), seed=seed, offset=offset
+    )

@@ -1,0 +1,94 @@
+"""Backend selection for the fused ops.
+
+Backends are modules exposing the five op functions (no argument validation) and
+``is_available() -> (ok, reason)``:
+
+- ``reference``: ``stdiff.ops.reference`` (pure PyTorch, any device);
+- ``cpu`` / ``cuda``: ``stdiff.ops._compiled`` (``torch.ops.stdiff.*`` from the C++/CUDA extension;
+  its ``is_available(device_type)`` says whether kernels for that device type were built);
+- ``triton``: ``stdiff.kernels`` (Triton custom ops; CPU tensors only under ``TRITON_INTERPRET=1``).
+
+``backend="auto"`` tries ``cpu -> reference`` on CPU tensors and ``cuda -> triton -> reference`` on
+CUDA tensors; the environment variable ``STDIFF_BACKEND`` replaces ``auto``. A backend that
+``auto`` skips because it is missing triggers one warning per backend and process.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from functools import lru_cache
+from types import ModuleType
+
+BACKENDS: tuple[str, ...] = ("reference", "cpu", "cuda", "triton")
+_MODULES: dict[str, str] = {
+    "reference": "stdiff.ops.reference",
+    "cpu": "stdiff.ops._compiled",
+    "cuda": "stdiff.ops._compiled",
+    "triton": "stdiff.kernels",
+}
+_AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu", "reference"),
+    "cuda": ("cuda", "triton", "reference"),
+}
+_warned: set[str] = set()
+
+
+def _devices_of(backend: str) -> tuple[str, ...]:
+    if backend == "reference":
+        return ("*",)
+    if backend == "triton":
+        interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        return ("cuda", "cpu") if interpret else ("cuda",)
+    return (backend,)
+
+
+@lru_cache(maxsize=None)
+def _load(backend: str) -> tuple[ModuleType | None, str]:
+    """Import a backend module once; returns (module or None, reason)."""
+    try:
+        module = importlib.import_module(_MODULES[backend])
+    except Exception as exc:  # a broken optional backend must never break `import stdiff`
+        return None, f"import of {_MODULES[backend]} failed: {exc}"
+    ok, reason = module.is_available(backend) if backend in ("cpu", "cuda") else module.is_available()
+    return (module if ok else None), reason
+
+
+def backend_status() -> dict[str, tuple[bool, str]]:
+    """{backend: (available, reason)} for every known backend (used by ``stdiff info``)."""
+    return {name: (_load(name)[0] is not None, _load(name)[1]) for name in BACKENDS}
+
+
+def _check_device(backend: str, device_type: str) -> None:
+    devices = _devices_of(backend)
+    if "*" not in devices and device_type not in devices:
+        hint = " (set TRITON_INTERPRET=1 to run Triton on CPU tensors)" if backend == "triton" else ""
+        raise ValueError(
+            f"backend={backend!r} cannot run on {device_type} tensors; it supports {', '.join(devices)}{hint}"
+        )
+
+
+def resolve(backend: str, device_type: str) -> ModuleType:
+    """Return the backend module that should run an op on tensors of ``device_type``."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend == "auto":
+        backend = os.environ.get("STDIFF_BACKEND", "auto") or "auto"
+    if backend == "auto":
+        for name in _AUTO_ORDER.get(device_type, ("reference",)):
+            module, reason = _load(name)
+            if module is not None:
+                return module
+            if name not in _warned:
+                _warned.add(name)
+                warnings.warn(
+                    f"stdiff: backend {name!r} unavailable ({reason}); falling back", RuntimeWarning, stacklevel=4
+                )
+        raise AssertionError("unreachable: the reference backend is always available")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    _check_device(backend, device_type)
+    module, reason = _load(backend)
+    if module is None:
+        raise RuntimeError(f"backend={backend!r} is not available: {reason}")
+    return module

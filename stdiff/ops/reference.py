@@ -1,0 +1,122 @@
+"""Pure-PyTorch reference implementations of the fused ops: the numerical truth.
+
+Every other backend (C++/OpenMP, CUDA, Triton) must match these functions. They are plain
+differentiable PyTorch, so autograd provides the backward pass and ``torch.compile`` traces
+them as is. Arguments are NOT validated here; the public functions in ``stdiff.ops`` do that.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "convgru_gates",
+    "convgru_update",
+    "spade_norm",
+    "sde_step",
+    "sde_predict",
+    "brownian_increment",
+    "is_available",
+]
+
+
+def is_available() -> tuple[bool, str]:
+    """The reference backend needs nothing but PyTorch."""
+    return True, "pure PyTorch"
+
+
+def convgru_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """Update gate and reset-scaled state of a Conv-GRU cell.
+
+    gx, gh: (N, 2F, H, W) gate pre-activations from the input and the state convs;
+    h: (N, F, H, W). Returns ``u`` (N, F, H, W) and ``r * h`` (N, F, H, W).
+    """
+    u, r = torch.sigmoid(gx + gh).chunk(2, dim=1)
+    return u, r * h
+
+
+def convgru_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False) -> Tensor:
+    """New Conv-GRU state from the candidate pre-activations, all (N, F, H, W).
+
+    Official STDiff form: ``(1 - u) * h + tanh(cx + ch)``; ``standard=True`` gives the textbook
+    GRU ``(1 - u) * h + u * tanh(cx + ch)``.
+    """
+    c = torch.tanh(cx + ch)
+    if standard:
+        c = u * c
+    return (1 - u) * h + c
+
+
+def spade_norm(
+    h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
+    """SPADE normalisation ``IN(h) * (1 + gamma) + beta (+ bias)``.
+
+    h, gamma, beta: (N, C, H, W); bias: (N, C) or None (a per-channel additive term, e.g. the
+    UNet's time-embedding projection). Instance-norm statistics (mean, biased variance) per
+    (n, c) over H*W are computed in float32; the result has h's dtype.
+    """
+    hf = h.float()
+    var, mean = torch.var_mean(hf, dim=(2, 3), keepdim=True, correction=0)
+    out = (hf - mean) * torch.rsqrt(var + eps) * (1 + gamma.float()) + beta.float()
+    if bias is not None:
+        out = out + bias.float()[:, :, None, None]
+    return out.to(h.dtype)
+
+
+def brownian_increment(like: Tensor, dt: float, seed: int, offset: int = 0) -> Tensor:
+    """``sqrt(dt) * N(0, 1)`` noise shaped like ``like``, reproducible for equal (seed, offset).
+
+    The reference stream comes from a CPU ``torch.Generator``; compiled and Triton backends use
+    their own Philox streams, so noise is equal in distribution across backends, not bitwise.
+    """
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed((int(seed) * 1_000_003 + int(offset)) % (2**63 - 1))
+    noise = torch.randn(like.shape, generator=gen, dtype=torch.float32)
+    return (noise * math.sqrt(dt)).to(device=like.device, dtype=like.dtype)
+
+
+def _diffusion(g: Tensor, g_is_raw: bool) -> Tensor:
+    return torch.tanh(g) if g_is_raw else g
+
+
+def sde_step(
+    y: Tensor,
+    f: Tensor,
+    g: Tensor,
+    dW: Tensor | None,
+    dt: float,
+    g_pred: Tensor | None = None,
+    g_is_raw: bool = False,
+    seed: int | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """One SDE step; all tensors share y's shape.
+
+    Euler-Maruyama: ``y + f dt + g dW``. With ``g_pred`` (diffusion at the Heun predictor point):
+    the Euler-Heun corrector ``y + f dt + (g + g_pred) / 2 dW``. ``g_is_raw`` applies tanh to g and
+    g_pred first. ``dW=None`` draws ``sqrt(dt) N(0, 1)`` from (seed, offset).
+    """
+    if dW is None:
+        dW = brownian_increment(y, dt, seed, offset)
+    gw = _diffusion(g, g_is_raw)
+    if g_pred is not None:
+        gw = 0.5 * (gw + _diffusion(g_pred, g_is_raw))
+    return y + f * dt + gw * dW
+
+
+def sde_predict(
+    y: Tensor,
+    g: Tensor,
+    dW: Tensor | None,
+    dt: float | None = None,
+    g_is_raw: bool = False,
+    seed: int | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """Euler-Heun predictor ``y + g dW`` (tensors shaped like y); ``dW=None`` needs dt, seed."""
+    if dW is None:
+        dW = brownian_increment(y, dt, seed, offset)
+    return y + _diffusion(g, g_is_raw) * dW
