@@ -56,13 +56,14 @@ def spade_norm(
 
     h, gamma, beta: (N, C, H, W); bias: (N, C) or None (a per-channel additive term, e.g. the
     UNet's time-embedding projection). Instance-norm statistics (mean, biased variance) per
-    (n, c) over H*W are computed in float32; the result has h's dtype.
+    (n, c) over H*W are computed in at least float32; the result has h's dtype.
     """
-    hf = h.float()
+    acc = torch.promote_types(h.dtype, torch.float32)
+    hf = h.to(acc)
     var, mean = torch.var_mean(hf, dim=(2, 3), keepdim=True, correction=0)
-    out = (hf - mean) * torch.rsqrt(var + eps) * (1 + gamma.float()) + beta.float()
+    out = (hf - mean) * torch.rsqrt(var + eps) * (1 + gamma.to(acc)) + beta.to(acc)
     if bias is not None:
-        out = out + bias.float()[:, :, None, None]
+        out = out + bias.to(acc)[:, :, None, None]
     return out.to(h.dtype)
 
 

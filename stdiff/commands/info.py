@@ -1,0 +1,19 @@
+"""``stdiff info``: versions, devices and available op backends."""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "versions, devices and available op backends"
+
+
+def build(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..info import collect, render
+
+    data = collect()
+    print(json.dumps(data, indent=2) if args.json else render(data))
+    return 0
