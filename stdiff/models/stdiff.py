@@ -1,0 +1,146 @@
+"""The STDiff model: motion encoder + Conv-GRU + motion SDE + SPADE diffusion UNet (DESIGN.md §1)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import STDiffConfig
+from ..sampling import NoiseSchedule, make_sampler
+from .motion import ConvGRU, MotionEncoder
+from .sde import MotionSDE
+from .unet import SpadeUNet
+
+__all__ = ["STDiff", "randn"]
+
+
+def randn(shape: Sequence[int], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Standard normal noise drawn on the generator's device, returned on ``like``'s device and dtype."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32).to(like.device, like.dtype)
+
+
+class STDiff(nn.Module):
+    """Continuous-time stochastic video predictor. Frames inside the model are in [-1, 1].
+
+    Parameter names: ``motion_encoder.*``, ``conv_gru.*``, ``sde.{drift,diffusion}.*``, ``unet.*``
+    (the UNet's keys are the official ``diffusion_unet.*`` keys).
+    """
+
+    def __init__(self, config: STDiffConfig, backend: str = "auto") -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.motion_encoder = MotionEncoder(config.channels, config.motion.model_channels, config.motion.n_downs)
+        channels = self.motion_encoder.out_channels
+        self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru, backend=backend)
+        self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt, backend=backend)
+        self.unet = SpadeUNet(**config.unet_kwargs())
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_start, config.beta_end)
+
+    # ---- motion -------------------------------------------------------------------------------
+    def motion_features(self, frames: Tensor) -> Tensor:
+        """Encode differences of consecutive frames: (N, T, C, H, W) -> (N, T-1, F, h, w)."""
+        diffs = frames[:, 1:] - frames[:, :-1]
+        feats = self.motion_encoder(diffs.flatten(0, 1))
+        return feats.unflatten(0, diffs.shape[:2])
+
+    def encode_context(self, frames: Tensor, state: Tensor | None = None) -> Tensor:
+        """Motion state at the last observed time: (N, To, C, H, W) in [-1, 1] -> (N, F, h, w).
+
+        ``state``: a previous Conv-GRU state to continue from (streaming); None starts from zeros.
+        """
+        return self.conv_gru(self.motion_features(frames), state)
+
+    def future_motion(self, m: Tensor, t0: float, times: Sequence[float], **solve_kwargs) -> Tensor:
+        """Motion states at ``times`` (T, N, F, h, w) from the state ``m`` at time t0 (see MotionSDE.solve)."""
+        return self.sde.solve(m, t0, times, **solve_kwargs)
+
+    # ---- diffusion ----------------------------------------------------------------------------
+    def denoise(self, x_t: Tensor, timestep: Tensor | int, prev_frame: Tensor,
+                motion: Tensor | None = None, spade=None) -> Tensor:
+        """Predicted noise for x_t (B, C, H, W) given the previous frame and the motion (or its SPADE cache)."""
+        return self.unet(torch.cat([x_t, prev_frame], dim=1), timestep, motion=motion, spade=spade)
+
+    def training_loss(self, observed: Tensor, future: Tensor, k: int | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """Official objective: L1 between predicted and true noise on k random future frames.
+
+        observed: (N, To, C, H, W), future: (N, Tp, C, H, W), both in [-1, 1]. Draws a sorted random
+        subset of k future integer times (frame j of ``future`` is at time To + j); each target is
+        conditioned on the ground truth at the previously selected time (the last observed frame for
+        the first), with its own noise and diffusion step.
+        """
+        n, to = observed.shape[:2]
+        tp = future.shape[1]
+        k = self.config.train_future_k if k is None else k
+        if not 1 <= k <= tp:
+            raise ValueError(f"k must be in [1, {tp}] (the number of future frames), got {k}")
+        device = generator.device if generator is not None else torch.device("cpu")
+        selected = torch.randperm(tp, generator=generator, device=device)[:k].sort().values.tolist()
+        prev_idx = [None] + selected[:-1]
+        targets = future[:, selected]                                           # (N, k, C, H, W)
+        prevs = torch.stack([observed[:, -1] if j is None else future[:, j] for j in prev_idx], 1)
+        m = self.encode_context(observed)
+        motion = self.future_motion(m, to - 1, [to + j for j in selected], generator=generator)
+        motion = motion.transpose(0, 1).flatten(0, 1)                           # (N*k, F, h, w)
+        x0 = targets.flatten(0, 1)
+        noise = randn(x0.shape, generator, x0)
+        steps = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=generator,
+                              device=device).to(x0.device)
+        x_t = self.schedule.add_noise(x0, noise, steps)
+        eps = self.denoise(x_t, steps, prevs.flatten(0, 1), motion=motion)
+        return F.l1_loss(eps, noise)
+
+    # ---- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        observed: Tensor,
+        times: Sequence[float],
+        num_samples: int = 1,
+        sampler: str = "ddpm",
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        cache_spade: bool = True,
+        t0: float | None = None,
+        motion_state: Tensor | None = None,
+        return_motion: bool = False,
+        progress=None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Autoregressive sampling of the frames at ``times``; returns (N, S, T, C, H, W) in [-1, 1].
+
+        observed: (N, To, C, H, W) in [-1, 1] (its last frame conditions the first prediction).
+        times: strictly increasing times after ``t0`` (default To - 1, the last observed index),
+        fractions allowed. The context is encoded once and the SDE solved once over all times;
+        S samples per video run as one batch of N*S. ``cache_spade`` computes SPADE's gamma/beta
+        once per frame (exact); False recomputes them at every denoising step (the official code).
+        ``motion_state``: a precomputed Conv-GRU state (N, F, h, w) for ``observed`` (streaming).
+        ``progress``: optional callable wrapping the iterable of predicted frames (e.g. tqdm).
+        With ``return_motion`` also returns the motion states (N, S, T, F, h, w).
+        """
+        n, to = observed.shape[:2]
+        t0 = float(to - 1) if t0 is None else float(t0)
+        m = self.encode_context(observed) if motion_state is None else motion_state
+        m = m.repeat_interleave(num_samples, dim=0)
+        motion = self.future_motion(m, t0, times, generator=generator)          # (T, N*S, F, h, w)
+        prev = observed[:, -1].repeat_interleave(num_samples, dim=0)
+        scheduler = make_sampler(sampler, steps, self.schedule)
+        frames = []
+        indices = range(len(times)) if progress is None else progress(range(len(times)))
+        for i in indices:
+            spade = self.unet.compute_spade(motion[i]) if cache_spade else None
+            cond = dict(spade=spade) if cache_spade else dict(motion=motion[i])
+            x = randn(prev.shape, generator, prev)
+            scheduler.reset()
+            prev_clamped = prev.clamp(-1, 1)
+            for t in scheduler.timesteps:
+                eps = self.denoise(x, t, prev_clamped, **cond)
+                x = scheduler.step(eps, t, x, generator=generator)
+            frames.append(x)
+            prev = x
+        out = torch.stack(frames, 1).clamp(-1, 1).unflatten(0, (n, num_samples))
+        if return_motion:
+            return out, motion.transpose(0, 1).unflatten(0, (n, num_samples))
+        return out
