@@ -1,0 +1,57 @@
+"""Exported models: a folder with ``config.json`` and ``model.safetensors`` (DESIGN.md §4)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import STDiffConfig
+from .fileio import atomic_dir
+
+__all__ = ["save_pretrained", "load_pretrained", "is_pretrained_dir", "FORMAT"]
+
+FORMAT = {"format": "stdiff", "version": 1}
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def is_pretrained_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder written by :func:`save_pretrained`."""
+    p = Path(path)
+    return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+
+def save_pretrained(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``model`` (an STDiff) to the folder ``path`` atomically; returns the path.
+
+    ``extra``: JSON-serialisable metadata stored in config.json under "extra" (e.g. training step).
+    """
+    config = {**FORMAT, "model": model.config.to_dict(), "extra": extra or {}}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        save_file(state, str(tmp / WEIGHTS_NAME))
+    return Path(path)
+
+
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load an exported STDiff folder; raises FileNotFoundError/ValueError with the reason."""
+    from .models import STDiff
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint folder {str(p)!r} does not exist")
+    if not is_pretrained_dir(p):
+        raise ValueError(f"{str(p)!r} is not an stdiff checkpoint folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    meta = json.loads((p / CONFIG_NAME).read_text())
+    if meta.get("format") != FORMAT["format"]:
+        raise ValueError(f"{str(p / CONFIG_NAME)!r} is not an stdiff config (format={meta.get('format')!r})")
+    model = STDiff(STDiffConfig.from_dict(meta["model"]))
+    state = load_file(str(p / WEIGHTS_NAME), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return model.to(map_location)
