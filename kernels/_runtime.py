@@ -1,0 +1,49 @@
+"""Launch-time facts shared by the Triton kernels: interpreter mode, block sizes, layouts.
+
+``INTERPRET`` is read once, when this module is imported, because ``triton.jit`` decides at
+decoration time whether a kernel runs compiled (CUDA) or in the interpreter (CPU tensors).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+INTERPRET: bool = bool(triton.knobs.runtime.interpret)
+
+# The interpreter runs one program at a time in numpy: few large blocks are fast
+# (a 64^3 tensor takes 0.1 s with 16384-element blocks and seconds with 256).
+INTERPRET_BLOCK: int = 1 << 16
+
+
+def check_device(*tensors: Tensor) -> None:
+    """Raise when a tensor cannot be handled by the active Triton mode."""
+    for t in tensors:
+        if t.device.type != "cuda" and not INTERPRET:
+            raise RuntimeError(
+                f"the triton backend needs CUDA tensors (got {t.device}); set TRITON_INTERPRET=1 "
+                "before importing stdiff to run it on CPU tensors"
+            )
+
+
+def interpret_block(n: int) -> int:
+    """Block size for ``n`` elements in the interpreter: one program when it fits."""
+    return min(triton.next_power_of_2(max(n, 16)), INTERPRET_BLOCK)
+
+
+def common_format(*tensors: Tensor) -> torch.memory_format:
+    """Memory format in which all ``tensors`` are dense with the same element order.
+
+    Elementwise kernels then run over the raw storage and the output keeps that format
+    (NCHW-contiguous or channels_last); any other mix is made NCHW-contiguous.
+    """
+    if all(t.is_contiguous() for t in tensors):
+        return torch.contiguous_format
+    if tensors[0].dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def dense(tensors: list[Tensor | None], fmt: torch.memory_format) -> list[Tensor | None]:
+    """Each tensor laid out in ``fmt`` (a no-op for tensors that already are); None stays None."""
+    return [None if t is None else t.contiguous(memory_format=fmt) for t in tensors]

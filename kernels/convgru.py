@@ -1,0 +1,147 @@
+"""Conv-GRU kernels: gates ``(u, r*h)`` and the state update, forward and backward.
+
+Layout: the gate tensors gx, gh, ds are (N, 2F, H, W) and the rest (N, F, H, W), all
+NCHW-contiguous inside the kernels (channels_last inputs are copied to NCHW by the launchers;
+outputs are NCHW). Within one sample the update half of the gates is the first M = F*H*W
+elements and the reset half the next M, so program ``pid`` handles sample ``pid // nblk`` and
+elements ``[b*BLOCK, (b+1)*BLOCK)`` of both halves, without per-element division.
+The update kernels are plain elementwise and keep any common dense layout.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ._math import load_acc, sigmoid, tanh
+from ._runtime import INTERPRET, check_device, common_format, dense, interpret_block
+from ._tuning import ELEMENTWISE_CONFIGS, autotuned, launch_flat
+
+
+@triton.jit
+def _gate_offsets(M, BLOCK: tl.constexpr):
+    """Offsets into the (N, F, ...) state, the update half and the reset half of (N, 2F, ...)."""
+    nblk = tl.cdiv(M, BLOCK)
+    pid = tl.program_id(0)
+    n = (pid // nblk).to(tl.int64)
+    j = (pid % nblk) * BLOCK + tl.arange(0, BLOCK)
+    state = n * M + j
+    upd = 2 * n * M + j
+    return state, upd, upd + M, j < M
+
+
+@triton.jit
+def _gates_fwd_kernel(gx_ptr, gh_ptr, h_ptr, u_ptr, rh_ptr, M, BLOCK: tl.constexpr):
+    state, upd, rst, mask = _gate_offsets(M, BLOCK)
+    u = sigmoid(load_acc(gx_ptr, upd, mask) + load_acc(gh_ptr, upd, mask))
+    r = sigmoid(load_acc(gx_ptr, rst, mask) + load_acc(gh_ptr, rst, mask))
+    h = load_acc(h_ptr, state, mask)
+    tl.store(u_ptr + state, u.to(u_ptr.dtype.element_ty), mask=mask)
+    tl.store(rh_ptr + state, (r * h).to(rh_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gates_bwd_kernel(gx_ptr, gh_ptr, h_ptr, du_ptr, drh_ptr, ds_ptr, dh_ptr, M, BLOCK: tl.constexpr):
+    state, upd, rst, mask = _gate_offsets(M, BLOCK)
+    u = sigmoid(load_acc(gx_ptr, upd, mask) + load_acc(gh_ptr, upd, mask))
+    r = sigmoid(load_acc(gx_ptr, rst, mask) + load_acc(gh_ptr, rst, mask))
+    h = load_acc(h_ptr, state, mask)
+    du = load_acc(du_ptr, state, mask)
+    drh = load_acc(drh_ptr, state, mask)
+    out_ty = ds_ptr.dtype.element_ty
+    tl.store(ds_ptr + upd, (du * u * (1.0 - u)).to(out_ty), mask=mask)
+    tl.store(ds_ptr + rst, (drh * h * r * (1.0 - r)).to(out_ty), mask=mask)
+    tl.store(dh_ptr + state, (drh * r).to(dh_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _update_fwd_kernel(cx_ptr, ch_ptr, u_ptr, h_ptr, out_ptr, n, STANDARD: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    c = tanh(load_acc(cx_ptr, offs, mask) + load_acc(ch_ptr, offs, mask))
+    u = load_acc(u_ptr, offs, mask)
+    h = load_acc(h_ptr, offs, mask)
+    if STANDARD:
+        c = u * c
+    tl.store(out_ptr + offs, ((1.0 - u) * h + c).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _update_bwd_kernel(
+    cx_ptr, ch_ptr, u_ptr, h_ptr, go_ptr, ds_ptr, du_ptr, dh_ptr, n, STANDARD: tl.constexpr, BLOCK: tl.constexpr
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    c = tanh(load_acc(cx_ptr, offs, mask) + load_acc(ch_ptr, offs, mask))
+    u = load_acc(u_ptr, offs, mask)
+    h = load_acc(h_ptr, offs, mask)
+    go = load_acc(go_ptr, offs, mask)
+    dc = go
+    du = -go * h
+    if STANDARD:
+        dc = go * u
+        du += go * c
+    tl.store(ds_ptr + offs, (dc * (1.0 - c * c)).to(ds_ptr.dtype.element_ty), mask=mask)
+    tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=mask)
+    tl.store(dh_ptr + offs, (go * (1.0 - u)).to(dh_ptr.dtype.element_ty), mask=mask)
+
+
+_gates_fwd = autotuned(_gates_fwd_kernel, ELEMENTWISE_CONFIGS, key=["M"])
+_gates_bwd = autotuned(_gates_bwd_kernel, ELEMENTWISE_CONFIGS, key=["M"])
+_update_fwd = autotuned(_update_fwd_kernel, ELEMENTWISE_CONFIGS, key=["n"])
+_update_bwd = autotuned(_update_bwd_kernel, ELEMENTWISE_CONFIGS, key=["n"])
+
+
+def _launch_gates(kernel, tuned, batch: int, M: int, *args) -> None:
+    if INTERPRET:
+        block = interpret_block(M)
+        kernel[(batch * triton.cdiv(M, block),)](*args, M, BLOCK=block)
+    else:
+        tuned[lambda meta: (batch * triton.cdiv(M, meta["BLOCK"]),)](*args, M)
+
+
+def gates_forward(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """u, r*h from gx, gh (N, 2F, H, W) and h (N, F, H, W); outputs (N, F, H, W), NCHW."""
+    check_device(gx, gh, h)
+    gx, gh, h = gx.contiguous(), gh.contiguous(), h.contiguous()
+    u, rh = torch.empty_like(h), torch.empty_like(h)
+    if h.numel():
+        _launch_gates(_gates_fwd_kernel, _gates_fwd, h.shape[0], h.numel() // h.shape[0], gx, gh, h, u, rh)
+    return u, rh
+
+
+def gates_backward(gx: Tensor, gh: Tensor, h: Tensor, du: Tensor, drh: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients (d(gx) = d(gh) (N, 2F, H, W), d(h) (N, F, H, W)) given d(u), d(r*h)."""
+    check_device(gx, gh, h, du, drh)
+    gx, gh, h, du, drh = (t.contiguous() for t in (gx, gh, h, du, drh))
+    ds, dh = torch.empty_like(gx), torch.empty_like(h)
+    if h.numel():
+        _launch_gates(_gates_bwd_kernel, _gates_bwd, h.shape[0], h.numel() // h.shape[0], gx, gh, h, du, drh, ds, dh)
+    return ds, dh
+
+
+def update_forward(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool) -> Tensor:
+    """(1-u)*h + tanh(cx+ch) (or + u*tanh(cx+ch) when ``standard``); same shape, common layout."""
+    check_device(cx, ch, u, h)
+    fmt = common_format(cx, ch, u, h)
+    cx, ch, u, h = dense([cx, ch, u, h], fmt)
+    out = torch.empty_like(h, memory_format=fmt)
+    if h.numel():
+        launch_flat(_update_fwd_kernel, _update_fwd, h.numel(), cx, ch, u, h, out, h.numel(), STANDARD=standard)
+    return out
+
+
+def update_backward(
+    cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, go: Tensor, standard: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (d(cx) = d(ch), d(u), d(h)) of the update given the output gradient ``go``."""
+    check_device(cx, ch, u, h, go)
+    fmt = common_format(cx, ch, u, h, go)
+    cx, ch, u, h, go = dense([cx, ch, u, h, go], fmt)
+    ds, du, dh = (torch.empty_like(h, memory_format=fmt) for _ in range(3))
+    if h.numel():
+        launch_flat(
+            _update_bwd_kernel, _update_bwd, h.numel(), cx, ch, u, h, go, ds, du, dh, h.numel(), STANDARD=standard
+        )
+    return ds, du, dh
