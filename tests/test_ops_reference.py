@@ -126,7 +126,7 @@ def test_env_override_and_single_warning(monkeypatch):
     monkeypatch.delenv("STDIFF_BACKEND")
     monkeypatch.setattr(_dispatch, "_warned", set())
     monkeypatch.setitem(_dispatch._MODULES, "cpu", "stdiff.ops._no_such_backend")
-    _dispatch._load.cache_clear()
+    _dispatch._loaded.clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -134,7 +134,7 @@ def test_env_override_and_single_warning(monkeypatch):
             assert _dispatch.resolve("auto", "cpu") is reference
         assert sum("falling back" in str(w.message) for w in caught) == 1
     finally:
-        _dispatch._load.cache_clear()
+        _dispatch._loaded.clear()
 
 
 def test_backend_status_lists_all_backends():

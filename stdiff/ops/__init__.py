@@ -10,7 +10,7 @@ from torch import Tensor
 
 from . import _validate as check
 from . import reference
-from ._dispatch import BACKENDS, backend_status, resolve
+from ._dispatch import BACKENDS, backend_status, preload, resolve
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +22,8 @@ __all__ = [
     "sde_predict",
     "reference",
 ]
+
+preload()
 
 
 def convgru_gates(gx: Tensor, gh: Tensor, h: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:

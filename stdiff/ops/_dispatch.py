@@ -17,8 +17,9 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from functools import lru_cache
 from types import ModuleType
+
+import torch
 
 BACKENDS: tuple[str, ...] = ("reference", "cpu", "cuda", "triton")
 _MODULES: dict[str, str] = {
@@ -43,15 +44,22 @@ def _devices_of(backend: str) -> tuple[str, ...]:
     return (backend,)
 
 
-@lru_cache(maxsize=None)
+_loaded: dict[str, tuple[ModuleType | None, str]] = {}
+
+
 def _load(backend: str) -> tuple[ModuleType | None, str]:
-    """Import a backend module once; returns (module or None, reason)."""
+    """Import a backend module once; returns (module or None, reason). A plain dict memo (not
+    lru_cache) so torch.compile traces a warm lookup without graph breaks."""
+    if backend in _loaded:
+        return _loaded[backend]
     try:
         module = importlib.import_module(_MODULES[backend])
     except Exception as exc:  # a broken optional backend must never break `import stdiff`
-        return None, f"import of {_MODULES[backend]} failed: {exc}"
+        _loaded[backend] = (None, f"import of {_MODULES[backend]} failed: {exc}")
+        return _loaded[backend]
     ok, reason = module.is_available(backend) if backend in ("cpu", "cuda") else module.is_available()
-    return (module if ok else None), reason
+    _loaded[backend] = ((module if ok else None), reason)
+    return _loaded[backend]
 
 
 def backend_status() -> dict[str, tuple[bool, str]]:
@@ -79,7 +87,7 @@ def resolve(backend: str, device_type: str) -> ModuleType:
             module, reason = _load(name)
             if module is not None:
                 return module
-            if name not in _warned:
+            if name not in _warned and not torch.compiler.is_compiling():
                 _warned.add(name)
                 warnings.warn(
                     f"stdiff: backend {name!r} unavailable ({reason}); falling back", RuntimeWarning, stacklevel=4
@@ -92,3 +100,13 @@ def resolve(backend: str, device_type: str) -> ModuleType:
     if module is None:
         raise RuntimeError(f"backend={backend!r} is not available: {reason}")
     return module
+
+
+def preload() -> None:
+    """Import the backends ``auto`` may pick on this machine, so that the first op call inside
+    ``torch.compile`` finds them loaded (an import cannot be traced)."""
+    _load("reference")
+    _load("cpu")
+    if torch.cuda.is_available():
+        _load("cuda")
+        _load("triton")

@@ -1,0 +1,305 @@
+"""Backends "cpu" and "cuda": the compiled ``torch.ops.stdiff.*`` kernels (csrc/).
+
+``stdiff._C`` holds the op schemas and the CPU kernels; ``stdiff._C_cuda`` (optional) the CUDA
+kernels. Both are loaded lazily by :func:`is_available`, which first checks that the running
+torch is the one the libraries were built against (``stdiff/_C_build.json``, written by setup.py):
+a C++ extension built for another torch version may crash, so it is never imported then.
+
+On first load this module registers, for every op, the fake (meta) implementation used by
+``torch.compile`` / ``opcheck`` and the autograd formula (which calls the ``*_backward`` op).
+The op functions below take the same arguments as the public ``stdiff.ops`` functions and do
+not validate them (the C++ launchers still check devices, dtypes and shapes).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "build_info",
+    "convgru_gates",
+    "convgru_update",
+    "is_available",
+    "sde_predict",
+    "sde_step",
+    "spade_norm",
+]
+
+_BUILD_INFO = Path(__file__).resolve().parent.parent / "_C_build.json"
+_REBUILD = "rebuild it with `pip install --no-build-isolation .` (or `python setup.py build_ext --inplace`)"
+
+
+def build_info() -> dict[str, object] | None:
+    """What setup.py recorded about the build (torch version, CUDA, archs), or None if unbuilt."""
+    try:
+        return json.loads(_BUILD_INFO.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=None)
+def _load_cpu() -> tuple[bool, str]:
+    info = build_info()
+    if info is None:
+        return False, f"stdiff._C is not built ({_BUILD_INFO.name} missing); {_REBUILD}"
+    if info.get("torch") != torch.__version__:
+        return False, f"stdiff._C was built for torch {info.get('torch')}, running torch {torch.__version__}; {_REBUILD}"
+    try:
+        importlib.import_module("stdiff._C")
+    except Exception as exc:  # a broken build must degrade to another backend, not crash
+        return False, f"import of stdiff._C failed: {exc}"
+    try:
+        _register_python_impls()
+    except Exception as exc:
+        return False, f"registering the fake/autograd impls of torch.ops.stdiff failed: {exc}"
+    return True, f"stdiff._C for torch {info['torch']}, {torch.ops.stdiff.cpu_isa()} CPU kernels"
+
+
+@lru_cache(maxsize=None)
+def _load_cuda() -> tuple[bool, str]:
+    ok, reason = _load_cpu()
+    if not ok:
+        return ok, reason
+    info = build_info() or {}
+    if not info.get("cuda_built"):
+        return False, "stdiff._C_cuda was not built (no nvcc, CPU-only torch or STDIFF_SKIP_CUDA_BUILD)"
+    try:
+        importlib.import_module("stdiff._C_cuda")
+    except Exception as exc:
+        return False, f"import of stdiff._C_cuda failed: {exc}"
+    archs = info.get("cuda_arch_list") or "visible GPUs"
+    if not torch.cuda.is_available():
+        return False, f"stdiff._C_cuda built for CUDA {info.get('torch_cuda')} ({archs}), but no CUDA device is visible"
+    return True, f"stdiff._C_cuda for CUDA {info.get('torch_cuda')} ({archs})"
+
+
+def is_available(device_type: str = "cpu") -> tuple[bool, str]:
+    """(usable, reason) for the kernels of ``device_type`` ("cpu" or "cuda")."""
+    if device_type == "cuda":
+        return _load_cuda()
+    if device_type == "cpu":
+        return _load_cpu()
+    return False, f"no compiled kernels for device type {device_type!r}"
+
+
+def _require() -> None:
+    ok, reason = _load_cpu()
+    if not ok:
+        raise RuntimeError(f"stdiff compiled ops are unavailable: {reason}")
+
+
+# ---------------------------------------------------------------------------- op functions
+def convgru_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """gx, gh: (N, 2F, H, W); h: (N, F, H, W) -> (u, r * h), both (N, F, H, W)."""
+    _require()
+    return torch.ops.stdiff.convgru_gates(gx, gh, h)
+
+
+def convgru_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False) -> Tensor:
+    """All (N, F, H, W): ``(1 - u) h + tanh(cx + ch)`` (``standard``: ``... + u tanh(cx + ch)``)."""
+    _require()
+    return torch.ops.stdiff.convgru_update(cx, ch, u, h, standard)
+
+
+def spade_norm(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """h, gamma, beta: (N, C, H, W); bias: (N, C) or None -> (N, C, H, W)."""
+    _require()
+    return torch.ops.stdiff.spade_norm(h, gamma, beta, bias, float(eps))
+
+
+def sde_step(
+    y: Tensor,
+    f: Tensor,
+    g: Tensor,
+    dW: Tensor | None,
+    dt: float,
+    g_pred: Tensor | None = None,
+    g_is_raw: bool = False,
+    seed: int | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """``y + f dt + G dW`` (G = g, or (g + g_pred) / 2; tanh first when raw); all shaped like y."""
+    _require()
+    return torch.ops.stdiff.sde_step(y, f, g, dW, float(dt), g_pred, bool(g_is_raw), seed, int(offset))
+
+
+def sde_predict(
+    y: Tensor,
+    g: Tensor,
+    dW: Tensor | None,
+    dt: float | None = None,
+    g_is_raw: bool = False,
+    seed: int | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """``y + G dW`` (G = g, or tanh(g) when raw); all shaped like y."""
+    _require()
+    return torch.ops.stdiff.sde_predict(y, g, dW, None if dt is None else float(dt), bool(g_is_raw), seed, int(offset))
+
+
+# ---------------------------------------------------------------------------- fake impls
+def _memory_format(tensors: list[Tensor | None], allow_channels_last: bool = True) -> torch.memory_format:
+    """The output layout the C++ launchers choose (csrc/op_common.h: common_layout)."""
+    present = [t for t in tensors if t is not None]
+    if all(t.is_contiguous() for t in present):
+        return torch.contiguous_format
+    if allow_channels_last and all(
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) for t in present
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _empty(shape: torch.Size | tuple[int, ...], like: Tensor, fmt: torch.memory_format) -> Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def _fake_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    fmt = _memory_format([gx, gh, h])
+    return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt)
+
+
+def _fake_gates_backward(
+    grad_u: Tensor | None, grad_rh: Tensor | None, gx: Tensor, gh: Tensor, h: Tensor
+) -> tuple[Tensor, Tensor]:
+    fmt = _memory_format([gx, gh, h, grad_u, grad_rh])
+    return _empty(gx.shape, h, fmt), _empty(h.shape, h, fmt)
+
+
+def _fake_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False) -> Tensor:
+    return _empty(h.shape, h, _memory_format([cx, ch, u, h]))
+
+
+def _fake_update_backward(
+    grad: Tensor, cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    fmt = _memory_format([cx, ch, u, h, grad])
+    return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt), _empty(h.shape, h, fmt)
+
+
+def _fake_spade(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    return _empty(h.shape, h, _memory_format([h, gamma, beta]))
+
+
+def _fake_spade_backward(grad: Tensor, h: Tensor, gamma: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    fmt = _memory_format([h, gamma, grad])
+    return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt), h.new_empty(h.shape[:2])
+
+
+def _fake_sde_step(y, f, g, dW, dt, g_pred=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
+    return _empty(y.shape, y, _memory_format([y, f, g, dW, g_pred], dW is not None))
+
+
+def _fake_sde_step_backward(grad, g, dW, dt, g_pred, g_is_raw, seed, offset) -> list[Tensor]:
+    fmt = _memory_format([grad, g, dW, g_pred], dW is not None)
+    count = 2 + (g_pred is not None) + (dW is not None)
+    return [_empty(grad.shape, grad, fmt) for _ in range(count)]
+
+
+def _fake_sde_predict(y, g, dW, dt=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
+    return _empty(y.shape, y, _memory_format([y, g, dW], dW is not None))
+
+
+def _fake_sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset) -> list[Tensor]:
+    fmt = _memory_format([grad, g, dW], dW is not None)
+    return [_empty(grad.shape, grad, fmt) for _ in range(1 + (dW is not None))]
+
+
+# ---------------------------------------------------------------------------- autograd
+def _setup_gates(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+    ctx.set_materialize_grads(False)
+
+
+def _backward_gates(ctx, grad_u: Tensor | None, grad_rh: Tensor | None):
+    if grad_u is None and grad_rh is None:
+        return None, None, None
+    gx, gh, h = ctx.saved_tensors
+    grad_g, grad_h = torch.ops.stdiff.convgru_gates_backward(grad_u, grad_rh, gx, gh, h)
+    return grad_g, grad_g, grad_h
+
+
+def _setup_update(ctx, inputs, output) -> None:
+    cx, ch, u, h, standard = inputs
+    ctx.save_for_backward(cx, ch, u, h)
+    ctx.standard = standard
+
+
+def _backward_update(ctx, grad: Tensor):
+    cx, ch, u, h = ctx.saved_tensors
+    grad_c, grad_u, grad_h = torch.ops.stdiff.convgru_update_backward(grad, cx, ch, u, h, ctx.standard)
+    return grad_c, grad_c, grad_u, grad_h, None
+
+
+def _setup_spade(ctx, inputs, output) -> None:
+    h, gamma, beta, bias, eps = inputs
+    ctx.save_for_backward(h, gamma)
+    ctx.eps = eps
+    ctx.has_bias = bias is not None
+
+
+def _backward_spade(ctx, grad: Tensor):
+    h, gamma = ctx.saved_tensors
+    grad_h, grad_gamma, grad_bias = torch.ops.stdiff.spade_norm_backward(grad, h, gamma, ctx.eps)
+    return grad_h, grad_gamma, grad, grad_bias if ctx.has_bias else None, None
+
+
+def _setup_sde_step(ctx, inputs, output) -> None:
+    y, f, g, dW, dt, g_pred, g_is_raw, seed, offset = inputs
+    ctx.save_for_backward(g, dW, g_pred)
+    ctx.args = (dt, g_is_raw, seed, offset)
+
+
+def _backward_sde_step(ctx, grad: Tensor):
+    g, dW, g_pred = ctx.saved_tensors
+    dt, g_is_raw, seed, offset = ctx.args
+    grads = iter(torch.ops.stdiff.sde_step_backward(grad, g, dW, dt, g_pred, g_is_raw, seed, offset))
+    grad_f, grad_g = next(grads), next(grads)
+    grad_gp = next(grads) if g_pred is not None else None
+    grad_dw = next(grads) if dW is not None else None
+    return grad, grad_f, grad_g, grad_dw, None, grad_gp, None, None, None
+
+
+def _setup_sde_predict(ctx, inputs, output) -> None:
+    y, g, dW, dt, g_is_raw, seed, offset = inputs
+    ctx.save_for_backward(g, dW)
+    ctx.args = (dt, g_is_raw, seed, offset)
+
+
+def _backward_sde_predict(ctx, grad: Tensor):
+    g, dW = ctx.saved_tensors
+    dt, g_is_raw, seed, offset = ctx.args
+    grads = torch.ops.stdiff.sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset)
+    return grad, grads[0], grads[1] if dW is not None else None, None, None, None, None
+
+
+def _register_python_impls() -> None:
+    """Fake impls for all ops and autograd for the forward ops (once per process)."""
+    fakes = {
+        "convgru_gates": _fake_gates,
+        "convgru_gates_backward": _fake_gates_backward,
+        "convgru_update": _fake_update,
+        "convgru_update_backward": _fake_update_backward,
+        "spade_norm": _fake_spade,
+        "spade_norm_backward": _fake_spade_backward,
+        "sde_step": _fake_sde_step,
+        "sde_step_backward": _fake_sde_step_backward,
+        "sde_predict": _fake_sde_predict,
+        "sde_predict_backward": _fake_sde_predict_backward,
+    }
+    for name, fake in fakes.items():
+        torch.library.register_fake(f"stdiff::{name}", fake)
+    autograd = {
+        "convgru_gates": (_backward_gates, _setup_gates),
+        "convgru_update": (_backward_update, _setup_update),
+        "spade_norm": (_backward_spade, _setup_spade),
+        "sde_step": (_backward_sde_step, _setup_sde_step),
+        "sde_predict": (_backward_sde_predict, _setup_sde_predict),
+    }
+    for name, (backward, setup) in autograd.items():
+        torch.library.register_autograd(f"stdiff::{name}", backward, setup_context=setup)

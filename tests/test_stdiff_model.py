@@ -1,0 +1,110 @@
+"""The full STDiff model on the tiny preset, and the official parameter counts of the presets."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from stdiff.config import STDiffConfig, preset, preset_names
+from stdiff.models import STDiff
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def _official_counts(name: str) -> dict[str, int]:
+    text = (REFERENCE / f"official_keys_{name}.txt").read_text()
+    return {k: int(v) for k, v in re.findall(r"# params\.(\w+) = (\d+)", text)}
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", ["kth64", "cityscapes128"])
+def test_official_parameter_counts(name):
+    if not REFERENCE.exists():
+        pytest.skip("shared/reference is not next to this checkout")
+    counts = _official_counts(name)
+    with torch.device("meta"):
+        model = STDiff(preset(name))
+    assert _count(model) == counts["total"]
+    assert _count(model.motion_encoder) == counts["motion_encoder"]
+    assert _count(model.conv_gru) == counts["conv_gru_cell"]
+    assert _count(model.sde.drift) == counts["sde_drift_f"]
+    assert _count(model.sde.diffusion) == counts["sde_diffusion_g"]
+    assert _count(model.unet) == counts["diffusion_unet_total"]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_build_and_roundtrip(name):
+    cfg = preset(name)
+    assert STDiffConfig.from_dict(cfg.to_dict()) == cfg
+    with torch.device("meta"):
+        model = STDiff(cfg)
+    x = torch.empty(1, cfg.channels * 2, cfg.image_size, cfg.image_size, device="meta")
+    m = torch.empty(1, cfg.motion_channels, cfg.motion_size, cfg.motion_size, device="meta")
+    assert model.unet(x, 10, motion=m).shape == (1, cfg.channels, cfg.image_size, cfg.image_size)
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("nope")
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        preset("tiny", channels=2)
+    with pytest.raises(ValueError, match="unknown STDiffConfig keys"):
+        STDiffConfig.from_dict({"imagesize": 3})
+
+
+@pytest.fixture(scope="module")
+def tiny() -> STDiff:
+    torch.manual_seed(0)
+    return STDiff(preset("tiny"))
+
+
+def _clip(n: int = 2, t: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, t, 1, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_training_loss_forward_backward(tiny):
+    loss = tiny.training_loss(_clip(2, 4), _clip(2, 6, 1), generator=torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in tiny.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads[:10])
+    assert tiny.unet.conv_in.weight.grad.abs().sum() > 0
+    tiny.zero_grad(set_to_none=True)
+
+
+def test_spade_cache_is_bit_identical(tiny):
+    m = torch.randn(3, tiny.config.motion_channels, 8, 8)
+    x = torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        a = tiny.unet(x, 500, motion=m)
+        b = tiny.unet(x, 500, spade=tiny.unet.compute_spade(m))
+    assert torch.equal(a, b)
+
+
+def test_sampling_shapes_seeds_and_fractional_times(tiny):
+    obs = _clip(2, 4)
+    times = [4, 4.5, 5.25]
+
+    def run(seed):
+        return tiny.sample(obs, times, num_samples=3, sampler="ddim", steps=3,
+                           generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = run(0), run(0), run(1)
+    assert a.shape == (2, 3, 3, 1, 32, 32)
+    assert torch.isfinite(a).all() and a.abs().max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a[:, 0], a[:, 1])  # samples of one video differ
+
+
+def test_cached_sampling_equals_uncached(tiny):
+    obs = _clip(1, 4)
+    kw = dict(times=[4, 5], num_samples=2, sampler="ddpm", steps=4)
+    a = tiny.sample(obs, generator=torch.Generator().manual_seed(0), cache_spade=True, **kw)
+    b = tiny.sample(obs, generator=torch.Generator().manual_seed(0), cache_spade=False, **kw)
+    assert torch.equal(a, b)
