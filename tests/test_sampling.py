@@ -257,7 +257,15 @@ def test_dpmpp_official_config_against_stock_diffusers(order, n):
     final_sigmas_type="sigma_min"; unmodified 0.42 (float32 sigmas) agrees to ~3e-5."""
     ref = diffusers.DPMSolverMultistepScheduler(solver_order=order, final_sigmas_type="sigma_min")
     ref.set_timesteps(n)
-    ours = make_sampler("dpmpp3m" if order == 3 else "dpmpp", n)
+    ours = make_sampler("dpmpp3m" if order == 3 else "dpmpp", n, final_sigmas_type="sigma_min")
+    assert_same_trajectory(ref, ours, gaussian(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_dpmpp_default_ends_at_clean_data_like_stock_diffusers(order):
+    ref = diffusers.DPMSolverMultistepScheduler(solver_order=order)  # final_sigmas_type="zero"
+    ref.set_timesteps(20)
+    ours = make_sampler("dpmpp3m" if order == 3 else "dpmpp", 20)
     assert_same_trajectory(ref, ours, gaussian(), atol=1e-4, rtol=1e-4)
 
 
@@ -271,7 +279,7 @@ def test_dpmpp_order_schedule():
 
 def test_dpmpp_trailing_full_grid_has_no_nan():
     """trailing with n = T ends with a zero-length step (t = 0 -> t = 0): it is the identity."""
-    s = make_sampler("dpmpp3m", 1000, timestep_spacing="trailing")
+    s = make_sampler("dpmpp3m", 1000, timestep_spacing="trailing", final_sigmas_type="sigma_min")
     assert s.timesteps[-1].item() == 0
     x = gaussian(torch.float64, (4,))
     for t in s.timesteps[:-1]:
