@@ -125,6 +125,8 @@ def fvd(real: Tensor, fake: Tensor, features: VideoFeatures, batch_size: int = 1
     as ``I3DFeatures``. For test sets that do not fit in memory, feed ``FeatureStats`` batch by batch
     and call ``frechet_distance`` on their means and covariances (as ``stdiff.evaluation`` does).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     stats = []
     for name, videos in (("real", real), ("fake", fake)):
         v = check_videos(name, videos)
