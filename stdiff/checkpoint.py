@@ -49,9 +49,15 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     meta = json.loads((p / CONFIG_NAME).read_text())
     if meta.get("format") != FORMAT["format"]:
         raise ValueError(f"{str(p / CONFIG_NAME)!r} is not an stdiff config (format={meta.get('format')!r})")
-    model = STDiff(STDiffConfig.from_dict(meta["model"]))
+    with torch.device("meta"):  # no random initialisation: every tensor is assigned from the file
+        model = STDiff(STDiffConfig.from_dict(meta["model"]))
     state = load_file(str(p / WEIGHTS_NAME), device=str(map_location))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return model.to(map_location)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(f"weights in {str(p)!r} do not match its config: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 # sub-command name -> module in stdiff.commands
 COMMANDS: dict[str, str] = {
     "info": "info",
+    "convert-official": "convert_official",
 }
 
 

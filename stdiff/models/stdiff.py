@@ -37,8 +37,7 @@ class STDiff(nn.Module):
         self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru, backend=backend)
         self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt, backend=backend)
         self.unet = SpadeUNet(**config.unet_kwargs())
-        with torch.device("cpu"):  # the schedule's float64 tables live on the CPU, also under a meta context
-            self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_start, config.beta_end)
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_start, config.beta_end)
 
     # ---- motion -------------------------------------------------------------------------------
     def motion_features(self, frames: Tensor) -> Tensor:

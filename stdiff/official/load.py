@@ -196,10 +196,12 @@ def model_from_official_state(state: Mapping[str, Tensor], config: STDiffConfig)
     names, every missing key, every unexpected key and every shape mismatch.
     """
     ours, unmapped = state_official_to_ours(state)
-    model = STDiff(config)
+    with torch.device("meta"):  # no random initialisation: every tensor is assigned below
+        model = STDiff(config)
     expected = model.state_dict()
     if config.sde.method == "ode" and not any(k.startswith("sde.diffusion.") for k in ours):
-        ours.update({k: torch.zeros_like(v) for k, v in expected.items() if k.startswith("sde.diffusion.")})
+        ours.update({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in expected.items()
+                     if k.startswith("sde.diffusion.")})
     missing = [ours_to_official(k) for k in expected if k not in ours]
     unexpected = unmapped + [ours_to_official(k) for k in ours if k not in expected]
     mismatched = [f"{ours_to_official(k)} {tuple(v.shape)} (model expects {tuple(expected[k].shape)})"
@@ -209,7 +211,7 @@ def model_from_official_state(state: Mapping[str, Tensor], config: STDiffConfig)
                 if names]
     if problems:
         raise ValueError("the official checkpoint does not match the model config: " + "; ".join(problems))
-    model.load_state_dict(ours, strict=True)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in ours.items()}, strict=True, assign=True)
     return model
 
 

@@ -12,16 +12,16 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 def _betas(name: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> Tensor:
     """Betas (T,) in float64 for the named schedule (names and formulas as in diffusers)."""
     if name == "linear":
-        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64, device="cpu")
     if name == "scaled_linear":
-        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64, device="cpu") ** 2
 
     def alpha_bar(s: float) -> float:  # cosine schedule of Nichol & Dhariwal, capped at beta 0.999
         return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
 
     t = num_train_timesteps
     return torch.tensor([min(1 - alpha_bar((i + 1) / t) / alpha_bar(i / t), 0.999) for i in range(t)],
-                        dtype=torch.float64)
+                        dtype=torch.float64, device="cpu")
 
 
 class NoiseSchedule:
