@@ -5,11 +5,17 @@ decoration time whether a kernel runs compiled (CUDA) or in the interpreter (CPU
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 from torch import Tensor
 
-INTERPRET: bool = bool(triton.knobs.runtime.interpret)
+# triton.knobs exists from Triton 3.4; older releases read the variable directly.
+_knobs = getattr(triton, "knobs", None)
+INTERPRET: bool = (
+    bool(_knobs.runtime.interpret) if _knobs is not None else os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+)
 
 # The interpreter runs one program at a time in numpy: few large blocks are fast
 # (a 64^3 tensor takes 0.1 s with 16384-element blocks and seconds with 256).
