@@ -1,0 +1,131 @@
+"""``stdiff demo``: predict stochastic moving digits at 1x and 4x frame rate with a small model.
+
+Uses ``--checkpoint DIR`` when given, else the checkpoint shipped in ``stdiff/demo_checkpoint``
+(trained by ``stdiff train`` on the tiny preset), else the model an earlier demo run trained in
+``--out``/train, else trains the tiny preset for ``--train-steps`` steps first. Writes GIFs and PNG grids (prediction, ground truth,
+uncertainty map) and ``metrics.json`` to ``--out``; prints PSNR/SSIM and frames/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+HELP = "predict moving digits at 1x and 4x frame rate with a small model: GIFs, PNG grids, PSNR/SSIM, frames/s"
+
+
+def build(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="stdiff-demo", help="output folder (default: ./stdiff-demo)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="exported model folder (default: the checkpoint shipped with the package)")
+    parser.add_argument("--videos", type=int, default=4, help="test clips to predict (default 4)")
+    parser.add_argument("--samples", type=int, default=4, help="samples per clip (default 4)")
+    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp or dpmpp3m (default ddim)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 10 with --fast)")
+    parser.add_argument("--fast", action="store_true", help="quick run for CI: 2 clips, 2 samples, 10 steps")
+    parser.add_argument("--train-steps", type=int, default=1500,
+                        help="steps of the short training run used when no checkpoint is shipped (default 1500)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test clips and the sampling noise")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def shipped_checkpoint() -> Path | None:
+    """The checkpoint folder shipped inside the package, or None when there is none."""
+    from ..checkpoint import is_pretrained_dir
+
+    path = Path(str(resources.files("stdiff") / "demo_checkpoint"))
+    return path if is_pretrained_dir(path) else None
+
+
+def resolve_device(name: str):
+    """"auto" -> cuda when available, else cpu; anything else as torch.device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a device: {exc}") from exc
+
+
+def _train_model(args: argparse.Namespace, out: Path, device):
+    """Short training of the tiny preset (used when no checkpoint is shipped); returns the EMA model."""
+    from ..training import TrainConfig, train
+
+    print(f"no shipped checkpoint: training the tiny preset for {args.train_steps} steps (use --checkpoint DIR "
+          "to skip this)")
+    cfg = TrainConfig(preset="tiny", steps=args.train_steps, out=str(out / "train"), device=str(device),
+                      seed=args.seed, workers=0, save_every=0, preview_every=0, lr=1e-3, batch_size=16,
+                      export_every=args.train_steps, log_every=max(1, args.train_steps // 10))
+    return train(cfg).ema_model
+
+
+def _load_predictor(args: argparse.Namespace, out: Path, device):
+    from ..checkpoint import is_pretrained_dir
+    from ..predictor import Predictor
+
+    path = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint()
+    if path is None and is_pretrained_dir(out / "train" / "export"):
+        path = out / "train" / "export"  # trained by an earlier run of the demo
+    if path is not None:
+        print(f"model: {path}")
+        return Predictor.from_pretrained(path, device=device)
+    return Predictor(_train_model(args, out, device)).to(device)
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import SyntheticMovingDigits
+
+    videos, samples = (min(args.videos, 2), min(args.samples, 2)) if args.fast else (args.videos, args.samples)
+    steps = args.steps if args.steps is not None else (10 if args.fast else 50)
+    for name, value in (("--videos", videos), ("--samples", samples), ("--steps", steps),
+                        ("--train-steps", args.train_steps)):
+        _positive(name, value)
+    out = Path(args.out)
+    device = resolve_device(args.device)
+    predictor = _load_predictor(args, out, device)
+    cfg = predictor.config
+    to, tp = cfg.num_observed, cfg.num_future
+    clips = torch.stack([SyntheticMovingDigits(num_videos=videos, num_frames=to + tp, image_size=cfg.image_size,
+                                               channels=cfg.channels, split="test", seed=args.seed)[i]
+                         for i in range(videos)])
+    observed, truth = clips[:, :to], clips[:, to:]
+    truth_times = [float(to - 1 + k) for k in range(1, tp + 1)]
+    print(f"{videos} test clips of {to} observed frames, {samples} samples each, {args.sampler} {steps} steps, "
+          f"device {device}")
+    results = {}
+    for rate in (1, 4):
+        start = time.perf_counter()
+        pred = predictor.predict(observed, num_frames=rate * tp, fps=rate, num_samples=samples, sampler=args.sampler,
+                                 steps=steps, seed=args.seed, progress=not args.no_progress)
+        seconds = time.perf_counter() - start
+        scores = pred.score(truth, truth_times)
+        frames = videos * samples * rate * tp
+        results[f"{rate}x"] = {**scores, "seconds": seconds, "frames_per_second": frames / seconds,
+                               "predicted_frames": frames}
+        pred.save_gif(out / f"prediction_{rate}x.gif", truth, truth_times, fps=4 * rate)
+        pred.save_png_grid(out / f"grid_{rate}x.png", truth, truth_times)
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(out / "metrics.json", json.dumps(
+        {"videos": videos, "samples": samples, "sampler": args.sampler, "steps": steps, "device": str(device),
+         "results": results}, indent=2))
+    print(f"{'rate':5s} {'PSNR mean':>9s} {'PSNR best':>9s} {'SSIM mean':>9s} {'SSIM best':>9s} "
+          f"{'frames/s':>9s} {'seconds':>8s}")
+    for rate, r in results.items():
+        print(f"{rate:5s} {r['psnr_mean']:9.2f} {r['psnr_best']:9.2f} {r['ssim_mean']:9.3f} {r['ssim_best']:9.3f} "
+              f"{r['frames_per_second']:9.2f} {r['seconds']:8.1f}")
+    print("(PSNR/SSIM at the ground-truth frame times; 'best' = best of the samples per clip, an oracle choice)")
+    print(f"wrote {out}/prediction_1x.gif, prediction_4x.gif, grid_1x.png, grid_4x.png, metrics.json")
+    return 0

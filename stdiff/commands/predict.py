@@ -1,0 +1,126 @@
+"""``stdiff predict``: predict the future of a video file or a folder of frames with a checkpoint.
+
+Reads ``--context`` frames starting at ``--start``, predicts ``--samples`` futures at ``--times``
+(or ``--num-frames`` at ``--fps``) and writes ``prediction.gif``, ``grid.png``, one PNG per
+predicted frame (``frames/video0_sample<s>_t<time>.png``) and ``prediction.npz`` (frames, times) to
+``--out``. When the input continues past the context, its frames at the predicted integer
+times are shown as ground truth and PSNR/SSIM are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+HELP = "predict future frames of a video file or frame folder with a trained checkpoint"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def build(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="exported model folder (config.json + model.safetensors), or a preset name (random "
+                             "weights, for testing)")
+    parser.add_argument("--input", required=True, help="video file (mp4, avi, ...) or folder of frame images")
+    parser.add_argument("--start", type=int, default=0, help="index of the first context frame (default 0)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="number of context frames (default: the model's num_observed)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--times", default=None,
+                      help="comma-separated future times in frame units after the context (which is at "
+                           "0..context-1), e.g. 4,4.5,5,7.25")
+    when.add_argument("--num-frames", type=int, default=None,
+                      help="number of future frames at --fps (default: the model's num_future)")
+    parser.add_argument("--fps", type=float, default=1.0,
+                        help="predicted frames per input frame interval with --num-frames (default 1; 4 = 4x)")
+    parser.add_argument("--samples", type=int, default=1, help="samples (possible futures) per video (default 1)")
+    parser.add_argument("--sampler", default="ddpm", help="ddpm, ddim, dpmpp or dpmpp3m (default ddpm)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 100 ddpm, 50 ddim, "
+                                                                 "20 dpmpp)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="UNet precision (default float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--reference", action="store_true",
+                        help="run the plain reference algorithm (no cache, fp32, eager) instead of the fast path")
+    parser.add_argument("--out", default="stdiff-predict", help="output folder (default: ./stdiff-predict)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def parse_times(text: str) -> list[float]:
+    """"4,4.5,5" -> [4.0, 4.5, 5.0]; ValueError naming --times otherwise."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ValueError(f"--times must be comma-separated numbers, got {text!r}") from exc
+
+
+def read_input(path: str | Path, first: int, count: int | None, image_size: int, channels: int):
+    """Frames ``first .. first+count-1`` (all from ``first`` when count is None) of a video file or
+    frame folder as (T, C, image_size, image_size) float32 in [0, 1] (centre crop + resize)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..data import ClipTransform, index_video, list_frames, read_frames
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--input {str(path)!r} does not exist")
+    if first < 0:
+        raise ValueError(f"--start must be >= 0, got {first}")
+    if path.is_dir():
+        files = list_frames(path)
+        total = len(files)
+    else:
+        index = index_video(path)
+        total = len(index)
+    stop = total if count is None else min(total, first + count)
+    if stop - first < 2:
+        raise ValueError(f"--input {str(path)!r} has {total} frames: too few from --start {first} "
+                         "(the context needs at least 2)")
+    ids = list(range(first, stop))
+    if path.is_dir():
+        frames = np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in ids])
+    else:
+        frames = read_frames(index, ids)
+    return ClipTransform(image_size, channels)(frames)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ..fileio import atomic_path
+    from ..predictor import Predictor
+    from .demo import resolve_device
+
+    device = resolve_device(args.device)
+    predictor = Predictor.from_pretrained(args.checkpoint, exact_reference=args.reference, compile=args.compile,
+                                          device=device, dtype=getattr(torch, args.dtype))
+    cfg = predictor.config
+    context = cfg.num_observed if args.context is None else args.context
+    if context < 2:
+        raise ValueError(f"--context must be >= 2, got {context}")
+    times = parse_times(args.times) if args.times is not None else None
+    last = times[-1] if times else context - 1 + (args.num_frames or cfg.num_future) / args.fps
+    clip = read_input(args.input, args.start, max(context, int(math.floor(last)) + 1), cfg.image_size, cfg.channels)
+    if clip.shape[0] < context:
+        raise ValueError(f"--input has only {clip.shape[0]} frames from --start {args.start}; --context is {context}")
+    observed, extra = clip[:context], clip[context:]
+    pred = predictor.predict(observed, times=times, num_frames=args.num_frames, fps=args.fps,
+                             num_samples=args.samples, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                             progress=not args.no_progress)
+    out = Path(args.out)
+    truth_times = [float(context + k) for k in range(extra.shape[0])]
+    has_truth = any(round(t, 6) in {round(s, 6) for s in truth_times} for t in pred.times)
+    truth = (extra[None], truth_times) if has_truth else (None, None)
+    pred.save_gif(out / "prediction.gif", *truth)
+    pred.save_png_grid(out / "grid.png", *truth)
+    pred.save_frames(out / "frames")
+    with atomic_path(out / "prediction.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, frames=pred.frames.cpu().numpy(), times=np.asarray(pred.times))
+    print(f"predicted {pred.num_samples} sample(s) at {len(pred.times)} times "
+          f"({pred.times[0]:g} .. {pred.times[-1]:g}) -> {out}")
+    if has_truth:
+        print(json.dumps({k: round(v, 4) for k, v in pred.score(*truth).items()}))
+    return 0
