@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,8 @@ class _Denoiser:
 
 
 class _GraphedDenoiser(_Denoiser):
-    """CUDA only: the step's UNet evaluation captured in a CUDA graph once per batch shape, then replayed.
+    """CUDA only: the step's UNet evaluation (compiled or not) captured in a CUDA graph once per
+    batch shape, then replayed; falls back to eager evaluation (with a warning) if capture fails.
 
     Static buffers hold the sample, the timestep and the SPADE maps: each frame copies its maps
     into them, each step copies x and t and replays the graph. The returned eps may be the
@@ -139,6 +141,7 @@ class _GraphedDenoiser(_Denoiser):
         self._sample_buf = torch.empty(0)
         self._t_buf = torch.empty(0)
         self._out = torch.empty(0)
+        self._failed = False
 
     def set_motion(self, motion: Tensor) -> None:
         super().set_motion(motion)
@@ -151,9 +154,17 @@ class _GraphedDenoiser(_Denoiser):
                 buf.copy_(m)
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        if self._failed:
+            return super().__call__(x, t, cond)
         sample = torch.cat([x.to(self.dtype), cond], 1).contiguous(memory_format=self.memory_format)
         if self._graph is None or self._sample_buf.shape != sample.shape:
-            self._capture(sample)
+            try:
+                self._capture(sample)
+            except RuntimeError as exc:  # e.g. an op backend that synchronises with the host
+                warnings.warn(f"stdiff: CUDA graph capture of the denoising step failed ({exc}); "
+                              "running the UNet eagerly", RuntimeWarning, stacklevel=2)
+                self._failed = True
+                return super().__call__(x, t, cond)
         self._sample_buf.copy_(sample)
         self._t_buf.copy_(t)
         self._graph.replay()
@@ -405,8 +416,7 @@ class Predictor:
 
     def _get_denoiser(self) -> _Denoiser:
         if self._denoiser is None:
-            cuda = self.device.type == "cuda"
-            kind = _GraphedDenoiser if cuda and not self.compile else _Denoiser
+            kind = _GraphedDenoiser if self.device.type == "cuda" else _Denoiser
             self._denoiser = kind(self.model.unet, self.dtype, self.compile, self.channels_last)
         return self._denoiser
 

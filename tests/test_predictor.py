@@ -336,7 +336,7 @@ def test_outputs_and_score(fast, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_path_matches_eager_and_reference(model):
+def test_cuda_graph_and_compile_paths_match_reference(model):
     graphed = Predictor(copy.deepcopy(model)).to("cuda")
     reference = Predictor(copy.deepcopy(model), exact_reference=True).to("cuda")
     x = clips(2, 3)
@@ -345,3 +345,5 @@ def test_cuda_graph_path_matches_eager_and_reference(model):
     torch.testing.assert_close(a.frames, b.frames, atol=1e-3, rtol=0)
     bf16 = Predictor(copy.deepcopy(model)).to("cuda", torch.bfloat16).predict(x, **kw)
     assert torch.isfinite(bf16.frames).all()
+    compiled = Predictor(copy.deepcopy(model), compile=True).to("cuda").predict(x, **kw)
+    torch.testing.assert_close(compiled.frames, b.frames, atol=1e-3, rtol=0)
