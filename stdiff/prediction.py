@@ -132,17 +132,18 @@ def _heatmap(std: Tensor) -> np.ndarray:
 
 
 def render_grid(cells: list[list[np.ndarray | None]], pad: int = 2, scale: int = 1,
-                background: tuple[int, int, int] = (32, 32, 32)) -> np.ndarray:
-    """Tile (H, W, 3) uint8 images (None = empty cell) into one (rows, cols) grid image."""
+                background: tuple[int, int, int] = (32, 32, 32), empty: tuple[int, int, int] = (72, 72, 72)
+                ) -> np.ndarray:
+    """Tile (H, W, 3) uint8 images into one (rows, cols) grid image; None cells are filled with
+    ``empty``, the padding between cells with ``background``."""
     h, w = next(c for row in cells for c in row if c is not None).shape[:2]
     rows, cols = len(cells), max(len(r) for r in cells)
     out = np.empty((pad + rows * (h + pad), pad + cols * (w + pad), 3), np.uint8)
     out[:] = background
     for i, row in enumerate(cells):
         for j, cell in enumerate(row):
-            if cell is not None:
-                y, x = pad + i * (h + pad), pad + j * (w + pad)
-                out[y:y + h, x:x + w] = cell
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y:y + h, x:x + w] = empty if cell is None else cell
     if scale > 1:
         out = out.repeat(scale, axis=0).repeat(scale, axis=1)
     return out
