@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import is_pretrained_dir, load_pretrained
+from .checkpoint import load_pretrained
 from .config import STDiffConfig, preset, preset_names
 from .models import STDiff
 from .models.stdiff import randn
@@ -190,7 +190,8 @@ class Predictor:
     """Stochastic video prediction with a trained :class:`STDiff` (fast exact path by default).
 
     Args:
-        model: an STDiff (its weights are used as they are; put it in eval mode).
+        model: an STDiff, used in eval mode; on the fast path its UNet weights are converted to
+            channels_last in place (measured faster on CPU; cuDNN prefers it too).
         exact_reference: run the official algorithm (no SPADE cache, float32, eager, op backend
             "reference") instead of the fast path; same random numbers, same frames up to fp32 rounding.
         compile: ``torch.compile`` the UNet evaluation (fast path only).
@@ -205,8 +206,7 @@ class Predictor:
             raise ValueError("compile=True is for the fast path; the reference path (exact_reference=True) is eager")
         self.model = model.eval()
         self.exact_reference = bool(exact_reference)
-        # channels_last convolutions are faster on CPU (measured) and with cuDNN; the reference
-        # path keeps the official contiguous layout. Converts the model's UNet weights in place.
+        # the reference path keeps the official contiguous layout
         self.channels_last = not self.exact_reference
         model.unet.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.compile = bool(compile)
@@ -224,13 +224,11 @@ class Predictor:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = STDiff(preset(path))
-        elif is_pretrained_dir(path):
-            model = load_pretrained(path)
         elif not Path(path).exists():
             raise FileNotFoundError(f"path {str(path)!r} is neither a checkpoint folder nor a preset name "
                                     f"({', '.join(preset_names())})")
         else:
-            model = load_pretrained(path)  # raises ValueError with what is missing
+            model = load_pretrained(path)  # ValueError saying what is missing when it is no checkpoint
         return cls(model, exact_reference=exact_reference, compile=compile).to(device, dtype)
 
     @property
