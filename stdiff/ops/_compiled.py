@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _BUILD_INFO = Path(__file__).resolve().parent.parent / "_C_build.json"
+_loaded = False  # set once stdiff._C is imported and the Python impls are registered
 _REBUILD = "rebuild it with `pip install --no-build-isolation .` (or `python setup.py build_ext --inplace`)"
 
 
@@ -57,6 +58,8 @@ def _load_cpu() -> tuple[bool, str]:
         _register_python_impls()
     except Exception as exc:
         return False, f"registering the fake/autograd impls of torch.ops.stdiff failed: {exc}"
+    global _loaded
+    _loaded = True
     return True, f"stdiff._C for torch {info['torch']}, {torch.ops.stdiff.cpu_isa()} CPU kernels"
 
 
@@ -88,6 +91,8 @@ def is_available(device_type: str = "cpu") -> tuple[bool, str]:
 
 
 def _require() -> None:
+    if _loaded:  # a plain global: torch.compile traces this check without a graph break
+        return
     ok, reason = _load_cpu()
     if not ok:
         raise RuntimeError(f"stdiff compiled ops are unavailable: {reason}")

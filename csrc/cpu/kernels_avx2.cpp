@@ -1,0 +1,29 @@
+// CPU kernels compiled for AVX2 (selected at run time by best_kernels()).
+#include "kernels_isa_prelude.h"
+
+#if defined(STDIFF_HAVE_X86_KERNELS)
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+
+#define STDIFF_ISA_NS avx2
+#define STDIFF_ISA_NAME "avx2"
+#include "kernels_impl.h"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+namespace stdiff {
+namespace cpu {
+const Kernels& kernels_avx2() { return avx2::table(); }
+}  // namespace cpu
+}  // namespace stdiff
+
+#endif  // STDIFF_HAVE_X86_KERNELS
