@@ -9,6 +9,11 @@ from collections.abc import Sequence
 # sub-command name -> module in stdiff.commands
 COMMANDS: dict[str, str] = {
     "info": "info",
+    "demo": "demo",
+    "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "bench": "bench",
     "convert-official": "convert_official",
 }
 
