@@ -78,6 +78,7 @@ def _extensions():
 
     cpu_sources = [
         f"{CSRC}/registration.cpp",
+        f"{CSRC}/autograd.cpp",
         f"{CSRC}/python_module.cpp",
         f"{CSRC}/cpu/ops_cpu.cpp",
         f"{CSRC}/cpu/kernels_base.cpp",

@@ -1,6 +1,6 @@
 // Schemas of the stdiff::* ops. Device kernels are registered with TORCH_LIBRARY_IMPL in
-// cpu/ops_cpu.cpp (this library) and cuda/ops_cuda.cpp (the optional stdiff._C_cuda library);
-// fake impls and autograd formulas are registered from Python (stdiff/ops/_compiled.py).
+// cpu/ops_cpu.cpp (this library) and cuda/ops_cuda.cpp (the optional stdiff._C_cuda library),
+// autograd in autograd.cpp; fake impls are registered from Python (stdiff/ops/_compiled.py).
 //
 // Backward ops recompute what they need from the forward inputs (sigmoid/tanh, SPADE statistics,
 // the Philox noise) instead of saving intermediates. sde_*_backward return

@@ -6,7 +6,8 @@ torch is the one the libraries were built against (``stdiff/_C_build.json``, wri
 a C++ extension built for another torch version may crash, so it is never imported then.
 
 On first load this module registers, for every op, the fake (meta) implementation used by
-``torch.compile`` / ``opcheck`` and the autograd formula (which calls the ``*_backward`` op).
+``torch.compile`` / ``opcheck``; the autograd formulas (which call the ``*_backward`` ops) are
+registered in C++ (csrc/autograd.cpp).
 The op functions below take the same arguments as the public ``stdiff.ops`` functions and do
 not validate them (the C++ launchers still check devices, dtypes and shapes).
 """
@@ -57,7 +58,7 @@ def _load_cpu() -> tuple[bool, str]:
     try:
         _register_python_impls()
     except Exception as exc:
-        return False, f"registering the fake/autograd impls of torch.ops.stdiff failed: {exc}"
+        return False, f"registering the fake impls of torch.ops.stdiff failed: {exc}"
     global _loaded
     _loaded = True
     return True, f"stdiff._C for torch {info['torch']}, {torch.ops.stdiff.cpu_isa()} CPU kernels"
@@ -215,76 +216,8 @@ def _fake_sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset) -> list[
     return [_empty(grad.shape, grad, fmt) for _ in range(1 + (dW is not None))]
 
 
-# ---------------------------------------------------------------------------- autograd
-def _setup_gates(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs)
-    ctx.set_materialize_grads(False)
-
-
-def _backward_gates(ctx, grad_u: Tensor | None, grad_rh: Tensor | None):
-    if grad_u is None and grad_rh is None:
-        return None, None, None
-    gx, gh, h = ctx.saved_tensors
-    grad_g, grad_h = torch.ops.stdiff.convgru_gates_backward(grad_u, grad_rh, gx, gh, h)
-    return grad_g, grad_g, grad_h
-
-
-def _setup_update(ctx, inputs, output) -> None:
-    cx, ch, u, h, standard = inputs
-    ctx.save_for_backward(cx, ch, u, h)
-    ctx.standard = standard
-
-
-def _backward_update(ctx, grad: Tensor):
-    cx, ch, u, h = ctx.saved_tensors
-    grad_c, grad_u, grad_h = torch.ops.stdiff.convgru_update_backward(grad, cx, ch, u, h, ctx.standard)
-    return grad_c, grad_c, grad_u, grad_h, None
-
-
-def _setup_spade(ctx, inputs, output) -> None:
-    h, gamma, beta, bias, eps = inputs
-    ctx.save_for_backward(h, gamma)
-    ctx.eps = eps
-    ctx.has_bias = bias is not None
-
-
-def _backward_spade(ctx, grad: Tensor):
-    h, gamma = ctx.saved_tensors
-    grad_h, grad_gamma, grad_bias = torch.ops.stdiff.spade_norm_backward(grad, h, gamma, ctx.eps)
-    return grad_h, grad_gamma, grad, grad_bias if ctx.has_bias else None, None
-
-
-def _setup_sde_step(ctx, inputs, output) -> None:
-    y, f, g, dW, dt, g_pred, g_is_raw, seed, offset = inputs
-    ctx.save_for_backward(g, dW, g_pred)
-    ctx.args = (dt, g_is_raw, seed, offset)
-
-
-def _backward_sde_step(ctx, grad: Tensor):
-    g, dW, g_pred = ctx.saved_tensors
-    dt, g_is_raw, seed, offset = ctx.args
-    grads = iter(torch.ops.stdiff.sde_step_backward(grad, g, dW, dt, g_pred, g_is_raw, seed, offset))
-    grad_f, grad_g = next(grads), next(grads)
-    grad_gp = next(grads) if g_pred is not None else None
-    grad_dw = next(grads) if dW is not None else None
-    return grad, grad_f, grad_g, grad_dw, None, grad_gp, None, None, None
-
-
-def _setup_sde_predict(ctx, inputs, output) -> None:
-    y, g, dW, dt, g_is_raw, seed, offset = inputs
-    ctx.save_for_backward(g, dW)
-    ctx.args = (dt, g_is_raw, seed, offset)
-
-
-def _backward_sde_predict(ctx, grad: Tensor):
-    g, dW = ctx.saved_tensors
-    dt, g_is_raw, seed, offset = ctx.args
-    grads = torch.ops.stdiff.sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset)
-    return grad, grads[0], grads[1] if dW is not None else None, None, None, None, None
-
-
 def _register_python_impls() -> None:
-    """Fake impls for all ops and autograd for the forward ops (once per process)."""
+    """Fake impls of all ops (once per process); autograd is registered in C++ (csrc/autograd.cpp)."""
     fakes = {
         "convgru_gates": _fake_gates,
         "convgru_gates_backward": _fake_gates_backward,
@@ -299,12 +232,3 @@ def _register_python_impls() -> None:
     }
     for name, fake in fakes.items():
         torch.library.register_fake(f"stdiff::{name}", fake)
-    autograd = {
-        "convgru_gates": (_backward_gates, _setup_gates),
-        "convgru_update": (_backward_update, _setup_update),
-        "spade_norm": (_backward_spade, _setup_spade),
-        "sde_step": (_backward_sde_step, _setup_sde_step),
-        "sde_predict": (_backward_sde_predict, _setup_sde_predict),
-    }
-    for name, (backward, setup) in autograd.items():
-        torch.library.register_autograd(f"stdiff::{name}", backward, setup_context=setup)
