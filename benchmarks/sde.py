@@ -1,0 +1,13 @@
+"""`python benchmarks/sde.py [--smoke] [--out DIR] [--device DEV]`: the same as `stdiff bench sde`.
+
+The benchmark lives in the installed package (:mod:`stdiff.bench.sde`); this script is its
+entry point in a source checkout.
+"""
+from __future__ import annotations
+
+import sys
+
+from stdiff.bench.sde import main
+
+if __name__ == "__main__":
+    sys.exit(main())

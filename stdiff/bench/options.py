@@ -1,0 +1,45 @@
+"""Command-line options of the benchmarks (argparse only: importing this does not import torch).
+
+Shared by ``stdiff bench <name>`` (:mod:`stdiff.commands.bench`) and the scripts
+``benchmarks/<name>.py``; :data:`BENCHMARKS` maps each name to its module and help line.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+__all__ = ["BENCHMARKS", "add_common", "build"]
+
+#: name -> (module that runs it with ``run_cli(args) -> list[Path]``, help line)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "sde": ("stdiff.bench.sde", "whole motion-SDE solve: stdiff vs torchsde (same nets, same Brownian increments)"),
+    "predict": ("stdiff.bench.predict", "Predictor.predict: frames/s, peak memory, time shares, TFLOP/s "
+                                        "(reference vs fast vs bf16 vs DPM-Solver++)"),
+    "report": ("stdiff.bench.report", "turn a device's benchmark CSVs into README.md tables and PNG charts"),
+}
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark takes: --smoke, --out DIR, --device."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds-long run with tiny shapes and 1 repeat (CI: checks that it runs, not speed)")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default benchmarks/results/<device-slug>, or <device-slug>-smoke "
+                             "with --smoke, under the working directory)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def _predict(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--preset", action="append", default=None,
+                        help="only this preset of the plan (repeatable; default: all of the plan's presets)")
+
+
+_EXTRA: dict[str, Callable[[argparse.ArgumentParser], None]] = {"predict": _predict}
+
+
+def build(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add benchmark ``name``'s options to ``parser``."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
+    _EXTRA.get(name, add_common)(parser)
