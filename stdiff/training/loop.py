@@ -1,0 +1,279 @@
+"""The training loop: official STDiff objective, AdamW, cosine LR with warm-up, EMA, checkpoints.
+
+Outputs under ``config.out``: ``checkpoints/step-XXXXXXX/`` (training state, see
+:mod:`.state`), ``export/`` (config.json + model.safetensors with the EMA weights, loadable by
+:func:`stdiff.checkpoint.load_pretrained`), ``logs/`` (CSV, TensorBoard), ``previews/`` (GIFs)
+and ``train_config.yaml``. Runs single-process or under torchrun (see :mod:`.distributed`).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import save_pretrained
+from ..fileio import atomic_write_text
+from ..models import STDiff
+from .config import TrainConfig
+from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object, init_distributed,
+                          mean_over_ranks, shutdown)
+from .ema import EMA
+from .logging import TrainLogger, save_preview
+from .state import (TrainingState, capture_rng, checkpoint_name, find_latest_valid, list_checkpoints,
+                    load_state, prune_checkpoints, remove_partial, restore_rng, save_state)
+from .stream import batch_stream
+
+__all__ = ["train", "TrainResult", "cosine_with_warmup", "build_train_data"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (on every rank): the raw and EMA models and the loss history."""
+
+    model: STDiff
+    ema_model: STDiff
+    step: int
+    export_dir: Path
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of logged steps
+
+
+class _LossModule(nn.Module):
+    """Routes STDiff.training_loss through ``forward`` so DistributedDataParallel syncs gradients."""
+
+    def __init__(self, model: STDiff) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, observed: Tensor, future: Tensor, generator: torch.Generator) -> Tensor:
+        return self.model.training_loss(observed, future, generator=generator)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+                       ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 over ``warmup_steps``, then a half cosine from the base LR to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_train_data(cfg: TrainConfig, split: str = "train", num_videos: int | None = None):
+    """The clip dataset for ``cfg``'s data and model (To + Tp frames at the model's size/channels)."""
+    from ..data import build_dataset
+
+    mc = cfg.model_config()
+    return build_dataset(
+        cfg.data, split, image_size=mc.image_size, num_observed=mc.num_observed, num_future=mc.num_future,
+        root=cfg.data_root, channels=mc.channels, frame_step=cfg.frame_step,
+        num_videos=num_videos if num_videos is not None else cfg.num_videos, seed=cfg.seed,
+    )
+
+
+def _preview_clips(cfg: TrainConfig, train_set) -> Tensor:
+    """Held-out clips for previews (the train set's first clips when there is no test split)."""
+    try:
+        data = build_train_data(cfg, "test", num_videos=cfg.preview_clips if cfg.data == "synthetic" else None)
+    except (FileNotFoundError, ValueError) as exc:
+        warnings.warn(f"previews use training clips (no test split: {exc})", RuntimeWarning, stacklevel=2)
+        data = train_set
+    count = min(cfg.preview_clips, len(data))
+    return torch.stack([data[i] for i in range(count)])
+
+
+def _check_out_dir(cfg: TrainConfig) -> None:
+    if not cfg.resume and list_checkpoints(cfg.out_dir / "checkpoints"):
+        raise ValueError(
+            f"{str(cfg.out_dir)!r} already holds training checkpoints: pass --resume to continue, "
+            "or choose another --out"
+        )
+
+
+class _Trainer:
+    """State of one training process; :func:`train` drives it."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo) -> None:
+        self.cfg, self.info = cfg, info
+        self.model_config = cfg.model_config()
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = STDiff(self.model_config).to(info.device)
+        self.ema = EMA(self.model, cfg.ema_max_decay, cfg.ema_power, cfg.ema_inv_gamma)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+        self.scheduler = cosine_with_warmup(self.optimizer, cfg.warmup(), cfg.steps)
+        self.generator = torch.Generator(info.device).manual_seed(cfg.seed * 1_000_003 + info.rank)
+        self.step = 0
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def meta(self) -> dict:
+        return {"world_size": self.info.world_size, "model_config": self.model_config.to_dict(),
+                "train_config": self.cfg.to_dict()}
+
+    def save(self) -> Path | None:
+        """Write a training checkpoint (rank 0; the RNG states of all ranks are gathered)."""
+        rng = all_gather_object(capture_rng(self.generator), self.info)
+        path = None
+        if self.info.is_main:
+            state = TrainingState(
+                step=self.step, model=self.model.state_dict(), ema=self.ema.state_dict(),
+                ema_updates=self.ema.num_updates, optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(), rng=rng, meta=self.meta(),
+            )
+            root = self.cfg.out_dir / "checkpoints"
+            path = save_state(root, state)
+            prune_checkpoints(root, self.cfg.keep_last)
+        barrier(self.info)
+        return path
+
+    def export(self) -> Path | None:
+        """Write the EMA model to ``<out>/export`` (rank 0)."""
+        path = None
+        if self.info.is_main:
+            path = save_pretrained(self.ema.model, self.cfg.out_dir / "export",
+                                   extra={"step": self.step, "ema_updates": self.ema.num_updates})
+        barrier(self.info)
+        return path
+
+    def resume(self) -> bool:
+        """Load the latest valid checkpoint chosen by rank 0; False when there is none."""
+        root = self.cfg.out_dir / "checkpoints"
+        state = None
+        if self.info.is_main:
+            remove_partial(root)
+            state = find_latest_valid(root)
+        path = broadcast_object(None if state is None else str(state.path), self.info)
+        if path is None:
+            return False
+        if state is None:
+            state = load_state(path)
+        self.load(state)
+        return True
+
+    def load(self, state: TrainingState) -> None:
+        if state.meta.get("model_config") != self.model_config.to_dict():
+            raise ValueError(f"checkpoint {str(state.path)!r} was trained with a different model config; "
+                             "resume with the same preset and model overrides")
+        self.model.load_state_dict(state.model)
+        self.ema.load_state_dict(state.ema, state.ema_updates)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.step = state.step
+        if len(state.rng) == self.info.world_size:
+            restore_rng(state.rng[self.info.rank], self.generator)
+        else:
+            warnings.warn(f"checkpoint was written by {len(state.rng)} process(es), this run has "
+                          f"{self.info.world_size}: RNG streams are re-seeded", RuntimeWarning, stacklevel=2)
+            self.generator.manual_seed(self.cfg.seed * 1_000_003 + self.info.rank + 7919 * self.step)
+
+    # ---- one optimizer step -------------------------------------------------------------------
+    def train_step(self, net: nn.Module, batches) -> tuple[Tensor, Tensor, float]:
+        """Forward/backward over ``grad_accum`` micro-batches, clip, step.
+
+        Returns this rank's loss and the gradient norm as 0-d device tensors (no sync) and the LR used.
+        """
+        cfg, to = self.cfg, self.model_config.num_observed
+        total = torch.zeros((), device=self.info.device)
+        for micro in range(cfg.grad_accum):
+            clips = next(batches).to(self.info.device, non_blocking=True) * 2 - 1
+            sync = micro == cfg.grad_accum - 1 or not isinstance(net, DistributedDataParallel)
+            with (contextlib.nullcontext() if sync else net.no_sync()), \
+                    torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = net(clips[:, :to], clips[:, to:], self.generator) / cfg.grad_accum
+            loss.backward()
+            total += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.step += 1
+        return total, grad_norm, lr
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    """True at every ``every``-th step (``every`` = 0: never) and always at the last step."""
+    return step == last or (every > 0 and step % every == 0)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) as ``cfg`` says; returns the final models on every rank."""
+    cfg.validate()
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info)
+    finally:
+        shutdown(info)
+
+
+def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
+    out = cfg.out_dir
+    if info.is_main:
+        _check_out_dir(cfg)
+    barrier(info)
+    dataset = build_train_data(cfg)
+    trainer = _Trainer(cfg, info)
+    resumed = cfg.resume and trainer.resume()
+    if trainer.step >= cfg.steps:
+        raise ValueError(f"the checkpoint is at step {trainer.step}, not before --steps {cfg.steps}: "
+                         "raise --steps to train longer")
+    if info.is_main:
+        atomic_write_text(out / "train_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    preview = _preview_clips(cfg, dataset) if cfg.preview_every and info.is_main else None
+    batches = batch_stream(dataset, cfg.batch_size, cfg.seed, info.rank, info.world_size,
+                           start=trainer.step * cfg.grad_accum, workers=cfg.workers,
+                           pin_memory=info.device.type == "cuda")
+    net: nn.Module = _LossModule(trainer.model)
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=ids,
+                                      find_unused_parameters=trainer.model_config.sde.method == "ode")
+    logger = TrainLogger(out, cfg.steps, trainer.step, enabled=info.is_main)
+    if cfg.resume:
+        logger.write(f"resumed from step {trainer.step}" if resumed else "no checkpoint to resume: starting at step 0")
+    clips_per_step = cfg.batch_size * cfg.grad_accum * info.world_size
+    losses: list[tuple[int, float]] = []
+    trainer.model.train()
+    tick, ticked = time.perf_counter(), trainer.step
+    window = torch.zeros(2, device=info.device)  # sums of loss and grad norm since the last log row
+    try:
+        while trainer.step < cfg.steps:
+            loss, grad_norm, lr = trainer.train_step(net, batches)
+            window += torch.stack([loss, grad_norm.to(window.dtype)])
+            logger.advance()
+            step = trainer.step
+            log = step % cfg.log_every == 0 or step == cfg.steps
+            save, export = _due(step, cfg.save_every, cfg.steps), _due(step, cfg.export_every, cfg.steps)
+            if log or save or export:  # the only host-device syncs: never write a diverged model
+                mean_loss, mean_norm = (mean_over_ranks(window, info) / (step - ticked)).tolist()
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss is {mean_loss} at step {step}; lower --lr or disable --bf16")
+            if log:
+                now = time.perf_counter()
+                speed = clips_per_step * (step - ticked) / max(now - tick, 1e-9)
+                losses.append((step, mean_loss))
+                logger.log(step, mean_loss, lr, mean_norm, speed)
+                tick, ticked = now, step
+                window.zero_()
+            if save:
+                trainer.save()
+            if export:
+                trainer.export()
+            if preview is not None and _due(step, cfg.preview_every, cfg.steps):
+                save_preview(trainer.ema.model, preview, trainer.model_config.num_observed,
+                             out / "previews" / f"{checkpoint_name(step)}.gif", cfg.preview_sampler,
+                             cfg.preview_steps, cfg.seed)
+    finally:
+        logger.close()
+    return TrainResult(trainer.model, trainer.ema.model, trainer.step, out / "export", losses)
