@@ -5,7 +5,7 @@ distinct SPADE site of the UNet, the Conv-GRU / SDE state) and batch 1/8/64, thi
 median and p20/p80 time of the public function ``stdiff.ops.<op>(..., backend=...)`` for every
 backend available on the device, plus ``torch.compile`` of the reference. Each row also records
 the bytes a fused kernel must move (every input read once, every output written once), the
-achieved GB/s, the bandwidth of a plain copy of the same number of bytes measured in the same run
+achieved GB/s, the bandwidth of a plain copy of the same number of bytes timed in the same rounds
 (and the fraction of it reached), and the speed-up over the eager reference.
 
 Backends are timed round-robin (A B A B ...) so that a shared machine's changing load affects
@@ -62,21 +62,21 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 def model_sites(preset_names: list[str]) -> dict[str, list[tuple[str, int, int]]]:
-    """{op: [(site label, channels, size)]} from the presets' UNet levels and motion state."""
-    sites: dict[str, list[tuple[str, int, int]]] = {op: [] for op in VARIANTS}
+    """{op: [(site label, channels, size)]}: the presets' UNet levels and motion state, one entry per
+    distinct shape (labelled with every preset that uses it)."""
+    shapes: dict[str, dict[tuple[int, int], list[str]]] = {op: {} for op in VARIANTS}
     for name in preset_names:
         cfg = preset(name)
         px = cfg.image_size
         for level, channels in enumerate(cfg.unet.block_out_channels):
             size = px // 2**level
-            entry = (f"{px}px unet C{channels}@{size}x{size}", channels, size)
-            if entry not in sites["spade_norm"]:
-                sites["spade_norm"].append(entry)
-        state = (f"{px}px motion state C{cfg.motion_channels}@{cfg.motion_size}", cfg.motion_channels, cfg.motion_size)
+            shapes["spade_norm"].setdefault((channels, size), []).append(f"{px}px unet")
         for op in ("convgru_gates", "convgru_update", "sde_step", "sde_predict"):
-            if state not in sites[op]:
-                sites[op].append(state)
-    return sites
+            shapes[op].setdefault((cfg.motion_channels, cfg.motion_size), []).append(f"{px}px motion state")
+    return {
+        op: [(f"{'/'.join(dict.fromkeys(labels))} C{c}@{s}x{s}", c, s) for (c, s), labels in by_shape.items()]
+        for op, by_shape in shapes.items()
+    }
 
 
 def build_cases(preset_names: list[str], batches: list[int], max_elements: int) -> list[Case]:
@@ -168,14 +168,14 @@ def timings(fns: dict[str, Callable[[], object]], device: torch.device, repeats:
     return common.measure_interleaved(fns, device, repeats, warmup=0)
 
 
-_copy_cache: dict[int, float] = {}
+COPY = "copy"
 
 
-def copy_gbps(nbytes: int, device: torch.device, repeats: int, budget_s: float) -> float:
-    """GB/s of a copy moving nbytes in total, measured once per size in this run."""
-    if nbytes not in _copy_cache:
-        _copy_cache[nbytes] = common.copy_bandwidth(max(nbytes, 2), device, repeats, 1, budget_s)[0]
-    return _copy_cache[nbytes]
+def copy_fn(nbytes: int, device: torch.device) -> Callable[[], object]:
+    """A copy moving nbytes in total (nbytes/2 read + nbytes/2 written): the op's roofline."""
+    src = torch.ones(max(nbytes // 2, 1), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
 
 
 def cpu_isa() -> str:
@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 grads = [torch.randn_like(o) for o in outs] if grad else None
                 del probe, outs
                 nbytes = bytes_moved(case, mode, torch.empty((), dtype=dtype).element_size())
-                bandwidth = copy_gbps(nbytes, device, max(repeats, 3), budget / 4)
-                fns = {}
+                fns = {COPY: copy_fn(nbytes, device)}  # timed in the same rounds as the backends
                 for backend, fn in backend_fns(case, backends, compiled).items():
                     fns[backend] = lambda _fn=fn: run_once(call, _fn, inputs, mode, grads)
                     try:  # e.g. torch.compile unsupported here: report it and keep going
@@ -272,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {case.op} {case.site} {backend}: failed ({type(exc).__name__}: {exc})", flush=True)
                         del fns[backend]
                 results = timings(fns, device, repeats, budget)
+                bandwidth = 2 * (max(nbytes // 2, 1)) / (results.pop(COPY).median_ms * 1e-3) / 1e9
                 eager_ms = results["reference"].median_ms if "reference" in results else float("nan")
                 env = common.environment("ops", device, args.smoke)
                 for backend, timing in results.items():
