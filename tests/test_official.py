@@ -43,7 +43,7 @@ from stdiff.official import (
 from stdiff.official.keys import PREFIXES
 from stdiff.sampling import NoiseSchedule, make_sampler
 
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"  # copies of shared/reference/official_keys_*.txt
 LISTINGS = {"kth64": "official_keys_kth64.txt", "cityscapes128": "official_keys_cityscapes128.txt"}
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ OFFICIAL = {
         sha256="5efb00623859ba763b08ba63d512d43d6e4ea1b1dc419214c67b47d7d4138885",
     ),
 }
-REFERENCE_DIR = Path("/work/shared/reference")  # readable per-key diff when available
+REFERENCE_DIR = Path(__file__).resolve().parent / "data"  # copies of shared/reference: per-key diff
 
 TINY = dict(
     sample_size=32, in_channels=2, out_channels=1, m_channels=64, block_out_channels=[32, 64, 64],
