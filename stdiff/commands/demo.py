@@ -20,11 +20,13 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="stdiff-demo", help="output folder (default: ./stdiff-demo)")
     parser.add_argument("--checkpoint", default=None,
                         help="exported model folder (default: the checkpoint shipped with the package)")
-    parser.add_argument("--videos", type=int, default=4, help="test clips to predict (default 4)")
-    parser.add_argument("--samples", type=int, default=4, help="samples per clip (default 4)")
-    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp or dpmpp3m (default ddim)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 10 with --fast)")
-    parser.add_argument("--fast", action="store_true", help="quick run for CI: 2 clips, 2 samples, 10 steps")
+    parser.add_argument("--videos", type=int, default=3, help="test clips to predict (default 3)")
+    parser.add_argument("--samples", type=int, default=3, help="samples per clip (default 3)")
+    parser.add_argument("--sampler", default=None,
+                        help="ddpm, ddim, dpmpp or dpmpp3m (default ddpm, the official sampler; ddim with --fast)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 100; 10 with --fast)")
+    parser.add_argument("--fast", action="store_true",
+                        help="quick run for CI: at most 2 clips and 2 samples, DDIM with 10 steps")
     parser.add_argument("--train-steps", type=int, default=1500,
                         help="steps of the short training run used when no checkpoint is shipped (default 1500)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import SyntheticMovingDigits
 
     videos, samples = (min(args.videos, 2), min(args.samples, 2)) if args.fast else (args.videos, args.samples)
-    steps = args.steps if args.steps is not None else (10 if args.fast else 50)
+    sampler = args.sampler or ("ddim" if args.fast else "ddpm")
+    steps = args.steps if args.steps is not None else (10 if args.fast else 100)
     for name, value in (("--videos", videos), ("--samples", samples), ("--steps", steps),
                         ("--train-steps", args.train_steps)):
         _positive(name, value)
@@ -115,12 +118,12 @@ def run(args: argparse.Namespace) -> int:
                          for i in range(videos)])
     observed, truth = clips[:, :to], clips[:, to:]
     truth_times = [float(to - 1 + k) for k in range(1, tp + 1)]
-    print(f"{videos} test clips of {to} observed frames, {samples} samples each, {args.sampler} {steps} steps, "
+    print(f"{videos} test clips of {to} observed frames, {samples} samples each, {sampler} {steps} steps, "
           f"device {device}")
     results = {}
     for rate in (1, 4):
         start = time.perf_counter()
-        pred = predictor.predict(observed, num_frames=rate * tp, fps=rate, num_samples=samples, sampler=args.sampler,
+        pred = predictor.predict(observed, num_frames=rate * tp, fps=rate, num_samples=samples, sampler=sampler,
                                  steps=steps, seed=args.seed, progress=not args.no_progress)
         seconds = time.perf_counter() - start
         scores = pred.score(truth, truth_times)
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from ..fileio import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(
-        {"videos": videos, "samples": samples, "sampler": args.sampler, "steps": steps, "device": str(device),
+        {"videos": videos, "samples": samples, "sampler": sampler, "steps": steps, "device": str(device),
          "results": results}, indent=2))
     print(f"{'rate':5s} {'PSNR mean':>9s} {'PSNR best':>9s} {'SSIM mean':>9s} {'SSIM best':>9s} "
           f"{'frames/s':>9s} {'seconds':>8s}")
