@@ -64,9 +64,14 @@ def _want_cuda(torch_module) -> tuple[bool, str]:
 
 def _cxx_flags(module: str) -> list[str]:
     if sys.platform == "win32":
-        return ["/O2", "/std:c++20", f"/DSTDIFF_MODULE={module}"]
-    # -ffp-contract=off: no FMA contraction, so CPU noise matches the CUDA noise bit for bit.
-    return ["-O3", "-g0", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=off", f"-DSTDIFF_MODULE={module}"]
+        return ["/O2", "/std:c++20", "/openmp", f"/DSTDIFF_MODULE={module}"]
+    # -fopenmp: at::parallel_for is inline OpenMP code (serial without it); -ffp-contract=off: no FMA
+    # contraction, so the CPU noise matches the CUDA noise bit for bit.
+    return ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-ffp-contract=off", f"-DSTDIFF_MODULE={module}"]
+
+
+def _link_flags() -> list[str]:
+    return [] if sys.platform == "win32" else ["-fopenmp"]
 
 
 def _extensions():
@@ -86,7 +91,9 @@ def _extensions():
         f"{CSRC}/cpu/kernels_avx512.cpp",
     ]
     extensions = [
-        cpp_extension.CppExtension("stdiff._C", cpu_sources, extra_compile_args={"cxx": _cxx_flags("_C")})
+        cpp_extension.CppExtension(
+            "stdiff._C", cpu_sources, extra_compile_args={"cxx": _cxx_flags("_C")}, extra_link_args=_link_flags()
+        )
     ]
     if build_cuda:
         cuda_sources = [
