@@ -227,6 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     p.add_argument("--max-elements", type=int, default=None,
                    help="skip cases whose largest tensor has more elements (default: 2**25 on CPU, no limit on GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--repeats", type=int, default=25, help="timed calls per backend at most")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per case at most")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
@@ -239,6 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = common.resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.smoke:
         cases, repeats, budget = smoke_cases(), 1, 0.0
     else:

@@ -38,8 +38,8 @@ struct Kernels {
 };
 
 const Kernels& kernels_base();
-const Kernels& kernels_avx2();    // only valid when the CPU supports AVX2
-const Kernels& kernels_avx512();  // only valid when the CPU supports AVX-512 F/BW/DQ/VL
+const Kernels& kernels_avx2();    // only valid when the CPU supports AVX2 and FMA
+const Kernels& kernels_avx512();  // only valid when the CPU supports AVX-512 F/BW/DQ/VL and FMA
 
 // The widest instruction set this CPU supports (STDIFF_CPU_ISA=base|avx2|avx512 caps it).
 const Kernels& best_kernels();

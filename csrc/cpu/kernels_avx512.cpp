@@ -4,14 +4,15 @@
 #if defined(STDIFF_HAVE_X86_KERNELS)
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512dq,avx512vl"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")
 #endif
 
 #define STDIFF_ISA_NS avx512
 #define STDIFF_ISA_NAME "avx512"
+#define STDIFF_ISA_FMA 1
 #include "kernels_impl.h"
 
 #if defined(__clang__)

@@ -7,6 +7,7 @@
 
 #define STDIFF_ISA_NS base
 #define STDIFF_ISA_NAME "base"
+#define STDIFF_ISA_FMA 0
 #include "kernels_impl.h"
 
 namespace stdiff {
@@ -32,9 +33,9 @@ const Kernels& best_kernels() {
     __builtin_cpu_init();
     const int cap = isa_cap();
     if (cap >= 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
       return kernels_avx512();
-    if (cap >= 1 && __builtin_cpu_supports("avx2")) return kernels_avx2();
+    if (cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kernels_avx2();
     return kernels_base();
   }();
   return best;

@@ -3,11 +3,13 @@
 // is a `#pragma omp simd` loop over contiguous memory with branch-free math from vec_math.h.
 //
 // Needs, before inclusion: vec_math.h, philox.h, kernels.h, <algorithm>, and the macros
-// STDIFF_ISA_NS (namespace) and STDIFF_ISA_NAME (string).
+// STDIFF_ISA_NS (namespace), STDIFF_ISA_NAME (string) and STDIFF_ISA_FMA (0 or 1).
 
 namespace stdiff {
 namespace cpu {
 namespace STDIFF_ISA_NS {
+
+constexpr bool kFma = STDIFF_ISA_FMA;  // fused multiply-add in the float math of vec_math.h
 
 // p + off, or null when p is null (optional inputs/outputs).
 template <typename T>
@@ -22,7 +24,7 @@ inline T* at(void* p, int64_t off) {
 template <bool RAW, typename A>
 inline A diffusion(A g) {
   if constexpr (RAW) {
-    return tanh_f(g);
+    return tanh_f<kFma>(g);
   } else {
     return g;
   }
@@ -43,8 +45,8 @@ void gates_fwd_t(const GatesArgs& a, int64_t begin, int64_t end) {
     T* rh = at<T>(a.rh, b * L + k0);
 #pragma omp simd
     for (int64_t k = 0; k < len; ++k) {
-      store(u, k, sigmoid_f(load(gxu, k) + load(ghu, k)));
-      store(rh, k, sigmoid_f(load(gxr, k) + load(ghr, k)) * load(h, k));
+      store(u, k, sigmoid_f<kFma>(load(gxu, k) + load(ghu, k)));
+      store(rh, k, sigmoid_f<kFma>(load(gxr, k) + load(ghr, k)) * load(h, k));
     }
     j += len;
   }
@@ -70,11 +72,11 @@ void gates_bwd_t(const GatesArgs& a, int64_t begin, int64_t end) {
     for (int64_t k = 0; k < len; ++k) {
       A du = A(0), dr = A(0), dhk = A(0);
       if constexpr (HAS_GU) {
-        const A zu = sigmoid_f(load(gxu, k) + load(ghu, k));
+        const A zu = sigmoid_f<kFma>(load(gxu, k) + load(ghu, k));
         du = load(gu, k) * (zu * (A(1) - zu));
       }
       if constexpr (HAS_GRH) {
-        const A zr = sigmoid_f(load(gxr, k) + load(ghr, k));
+        const A zr = sigmoid_f<kFma>(load(gxr, k) + load(ghr, k));
         const A g = load(grh, k);
         dr = g * load(h, k) * (zr * (A(1) - zr));
         dhk = g * zr;
@@ -100,7 +102,7 @@ void update_fwd_t(const UpdateArgs& a, int64_t begin, int64_t end) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const A uk = load(u, i);
-    A c = tanh_f(load(cx, i) + load(ch, i));
+    A c = tanh_f<kFma>(load(cx, i) + load(ch, i));
     if constexpr (STANDARD) c = uk * c;
     store(out, i, (A(1) - uk) * load(h, i) + c);
   }
@@ -121,7 +123,7 @@ void update_bwd_t(const UpdateArgs& a, int64_t begin, int64_t end) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const A g = load(grad, i), uk = load(u, i);
-    const A c = tanh_f(load(cx, i) + load(ch, i));
+    const A c = tanh_f<kFma>(load(cx, i) + load(ch, i));
     const A dtanh = A(1) - c * c;
     if constexpr (STANDARD) {
       store(dc, i, g * uk * dtanh);

@@ -1,7 +1,8 @@
 // Branch-free float math that GCC/Clang auto-vectorise (no libm calls), plus double versions
 // that call libm for full accuracy. Used by the CPU kernels only.
 //
-// Float accuracy: exp within 2 ulp on [-87, 88]; tanh and sigmoid within a few ulp.
+// Float accuracy: exp within 2 ulp on [-87, 88]; tanh and sigmoid within a few ulp. The float
+// functions take FMA = whether the calling kernel's instruction set has fused multiply-add.
 #pragma once
 
 #include <cmath>
@@ -33,43 +34,64 @@ STDIFF_INLINE float float_of(uint32_t u) {
   return f;
 }
 
+// a * b + c: one fused multiply-add where the instruction set has it (FMA = true: the AVX2 and
+// AVX-512 kernels), two rounded operations otherwise (the baseline kernels).
+template <bool FMA>
+STDIFF_INLINE float madd(float a, float b, float c) {
+  if constexpr (FMA) {
+    return __builtin_fmaf(a, b, c);
+  } else {
+    return a * b + c;
+  }
+}
+
 // e^x; x is clamped to [-87.3, 88.37] (the result stays normal and finite).
+template <bool FMA>
 STDIFF_INLINE float exp_f(float x) {
   x = x < -87.3365f ? -87.3365f : x;
   x = x > 88.3762f ? 88.3762f : x;
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  float r = madd<FMA>(n, -0.693359375f, x);
+  r = madd<FMA>(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  p = madd<FMA>(p, r, 1.3981999507e-3f);
+  p = madd<FMA>(p, r, 8.3334519073e-3f);
+  p = madd<FMA>(p, r, 4.1665795894e-2f);
+  p = madd<FMA>(p, r, 1.6666665459e-1f);
+  p = madd<FMA>(p, r, 5.0000001201e-1f);
+  p = madd<FMA>(p, r * r, r) + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   return p * float_of(static_cast<uint32_t>(bits));
 }
 
-STDIFF_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+template <bool FMA>
+STDIFF_INLINE float sigmoid_f(float x) {
+  return 1.0f / (1.0f + exp_f<FMA>(-x));
+}
 
 // tanh: odd polynomial for |x| < 0.625, 1 - 2 / (e^{2|x|} + 1) beyond.
+template <bool FMA>
 STDIFF_INLINE float tanh_f(float x) {
   const float ax = std::fabs(x);
   const float z = x * x;
   float p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const float small = p * z * x + x;
-  const float big = 1.0f - 2.0f / (exp_f(2.0f * ax) + 1.0f);
+  p = madd<FMA>(p, z, 2.06390887954e-2f);
+  p = madd<FMA>(p, z, -5.37397155531e-2f);
+  p = madd<FMA>(p, z, 1.33314422036e-1f);
+  p = madd<FMA>(p, z, -3.33332819422e-1f);
+  const float small = madd<FMA>(p * z, x, x);
+  const float big = 1.0f - 2.0f / (exp_f<FMA>(2.0f * ax) + 1.0f);
   return ax < 0.625f ? small : std::copysign(big, x);
 }
 
-STDIFF_INLINE double sigmoid_f(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-STDIFF_INLINE double tanh_f(double x) { return std::tanh(x); }
+template <bool FMA>
+STDIFF_INLINE double sigmoid_f(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
+template <bool FMA>
+STDIFF_INLINE double tanh_f(double x) {
+  return std::tanh(x);
+}
 
 // Storage type -> accumulation type.
 template <typename T>
