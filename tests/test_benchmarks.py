@@ -124,9 +124,9 @@ def test_command_lists_benchmarks_and_rejects_unknown():
 
 
 def test_ops_needs_a_source_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert bench_command.source_script("benchmarks/ops.py").resolve() == (ROOT / "benchmarks" / "ops.py").resolve()
     monkeypatch.chdir(tmp_path)
-    assert bench_command.source_script("benchmarks/ops.py") == ROOT / "benchmarks" / "ops.py" or not (
-        ROOT / "benchmarks" / "ops.py").exists()
     with pytest.raises(FileNotFoundError, match="source checkout"):
         bench_command.source_script("benchmarks/missing.py")
 

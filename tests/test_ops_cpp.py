@@ -404,8 +404,10 @@ def test_every_instruction_set_gives_the_same_results(isa, tmp_path):
     """The kernels compiled for each ISA agree; the Philox noise is bit-identical across them."""
     dst = tmp_path / "out.pt"
     env = dict(os.environ, STDIFF_CPU_ISA=isa)
+    # cwd=tmp_path: `python -c` puts the working directory first on sys.path, and from a source
+    # checkout that would import the uncompiled source tree instead of the installed package
     run = subprocess.run([sys.executable, "-c", _ISA_SCRIPT, __file__, str(dst)], env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split()[-1] in (isa, "base")
     theirs, ours = torch.load(dst), _isa_outputs()
