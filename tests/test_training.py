@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stdiff.checkpoint import load_pretrained
 from stdiff.commands import train as train_cmd
@@ -142,15 +144,21 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_ema_follows_the_diffusers_warmup_schedule():
-    assert ema_decay(1) == pytest.approx(1 - 2**-0.75)
+    assert ema_decay(0) == 0.0 and ema_decay(1) == pytest.approx(1 - 2**-0.75)
     assert ema_decay(10**9) == 0.9999
     model = torch.nn.Linear(3, 2)
     ema = EMA(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert ema.update(model) == 0.0  # the first update copies
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), model.state_dict().values()))
     start = {k: v.clone() for k, v in ema.state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     decay = ema.update(model)
+    assert decay == ema_decay(1) and ema.num_updates == 2
     for k, v in ema.state_dict().items():
         torch.testing.assert_close(v, start[k] + (1 - decay))
     assert not any(p.requires_grad for p in ema.model.parameters())
@@ -170,6 +178,27 @@ def test_batches_are_sharded_and_resumable():
     assert take(ShardedBatches(50, 4, seed=3, rank=1, world_size=2, start=5), 4) == r1[5:9]
     with pytest.raises(ValueError, match="too few"):
         ShardedBatches(5, 4, seed=0, world_size=2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 60), batch=st.integers(1, 5), world=st.integers(1, 3), start=st.integers(0, 20),
+       seed=st.integers(0, 3))
+def test_sharded_batches_partition_each_epoch(length, batch, world, start, seed):
+    if (length // world) // batch < 1:
+        with pytest.raises(ValueError):
+            ShardedBatches(length, batch, seed, 0, world)
+        return
+    per_epoch = (length // world) // batch
+    streams = []
+    for rank in range(world):
+        it = iter(ShardedBatches(length, batch, seed, rank, world))
+        streams.append([next(it) for _ in range(start + 2 * per_epoch)])
+        resumed = iter(ShardedBatches(length, batch, seed, rank, world, start=start))
+        assert [next(resumed) for _ in range(2 * per_epoch)] == streams[-1][start:]
+    for epoch in range(2):
+        keys = [k for s in streams for b in s[epoch * per_epoch:(epoch + 1) * per_epoch] for k in b]
+        assert len(keys) == len(set(keys)) == world * per_epoch * batch  # disjoint across ranks and batches
+        assert {e for e, _ in keys} == {epoch} and all(0 <= i < length for _, i in keys)
 
 
 # ---- training -----------------------------------------------------------------------------------

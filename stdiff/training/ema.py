@@ -10,14 +10,17 @@ __all__ = ["EMA", "ema_decay"]
 
 
 def ema_decay(step: int, max_decay: float = 0.9999, power: float = 0.75, inv_gamma: float = 1.0) -> float:
-    """Decay used at optimizer step ``step`` (>= 1): ``1 - (1 + step / inv_gamma) ** -power``, capped.
+    """Decay of the EMA update that follows ``step`` earlier updates: ``1 - (1 + step / inv_gamma) ** -power``.
 
-    The warm-up of diffusers' EMAModel (official STDiff: power 0.75, inv_gamma 1, max 0.9999):
-    early weights are forgotten quickly, so short runs still get a useful average.
+    The warm-up of diffusers' EMAModel (official STDiff: power 0.75, inv_gamma 1, max 0.9999),
+    capped at ``max_decay``; 0 for the first update (the EMA starts as a copy). Early weights are
+    forgotten quickly, so short runs still get a useful average.
     """
-    if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
-    return min(max_decay, max(0.0, 1.0 - (1.0 + step / inv_gamma) ** -power))
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if step == 0:
+        return 0.0
+    return min(max_decay, 1.0 - (1.0 + step / inv_gamma) ** -power)
 
 
 class EMA:
@@ -35,8 +38,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> float:
         """Move the EMA towards ``model``'s current weights; returns the decay used."""
-        self.num_updates += 1
         decay = ema_decay(self.num_updates, self.max_decay, self.power, self.inv_gamma)
+        self.num_updates += 1
         ema_params = [p for p in self.model.parameters() if p.is_floating_point()]
         params = [p.detach() for p in model.parameters() if p.is_floating_point()]
         if len(ema_params) != len(params):
