@@ -36,6 +36,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: give the folder the usual permissions
+        for child in tmp.rglob("*"):
+            os.chmod(child, (0o777 if child.is_dir() else 0o666) & ~umask)
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old")
