@@ -30,22 +30,23 @@ std::optional<Tensor> defined_or_none(const Tensor& t) {
 // ------------------------------------------------------------------ convgru_gates
 using GatesSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&);
 using GatesBwdSig = std::tuple<Tensor, Tensor>(const std::optional<Tensor>&, const std::optional<Tensor>&,
-                                               const Tensor&, const Tensor&, const Tensor&);
+                                               const Tensor&, const Tensor&, const Tensor&, const Tensor&);
 
 struct GatesFunction : torch::autograd::Function<GatesFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& gx, const Tensor& gh, const Tensor& h) {
     static const auto op = handle<GatesSig>("stdiff::convgru_gates");
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({gx, gh, h});
     ctx->set_materialize_grads(false);
     auto [u, rh] = op.call(gx, gh, h);
+    ctx->save_for_backward({gx, gh, h, u});
     return {u, rh};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = handle<GatesBwdSig>("stdiff::convgru_gates_backward");
     if (!grads[0].defined() && !grads[1].defined()) return {Tensor(), Tensor(), Tensor()};
     const auto saved = ctx->get_saved_variables();
-    auto [grad_g, grad_h] = op.call(defined_or_none(grads[0]), defined_or_none(grads[1]), saved[0], saved[1], saved[2]);
+    auto [grad_g, grad_h] =
+        op.call(defined_or_none(grads[0]), defined_or_none(grads[1]), saved[3], saved[0], saved[1], saved[2]);
     return {grad_g, grad_g, grad_h};
   }
 };

@@ -16,6 +16,7 @@ struct GatesArgs {
   void* rh;
   const void* grad_u;   // backward: may be null (zero gradient)
   const void* grad_rh;  // backward: may be null (zero gradient)
+  const void* saved_u;  // backward: the forward output u (its sigmoid is not recomputed)
   void* grad_g;         // backward: (B, 2L), the gradient of gx and of gh
   void* grad_h;         // backward: (B, L)
   int64_t L;

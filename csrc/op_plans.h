@@ -12,7 +12,8 @@ namespace stdiff {
 
 // ------------------------------------------------------------------ convgru_gates
 struct GatesPlan {
-  at::Tensor gx, gh, h, grad_u, grad_rh;  // inputs (grad_* backward only, may be undefined)
+  at::Tensor gx, gh, h, grad_u, grad_rh, saved_u;  // inputs (grad_*: backward only, may be undefined;
+                                                   // saved_u: backward only, the forward's u)
   at::Tensor u, rh, grad_g, grad_h;       // outputs
   DType dtype;
   int64_t segments = 0, seg_len = 0;       // B segments of L elements (see GatesArgs)
@@ -42,10 +43,11 @@ inline GatesPlan plan_gates_fwd(const char* op, const at::Tensor& gx, const at::
 }
 
 inline GatesPlan plan_gates_bwd(const char* op, const at::Tensor& grad_u, const at::Tensor& grad_rh,
-                                const at::Tensor& gx, const at::Tensor& gh, const at::Tensor& h) {
-  GatesPlan p{gx, gh, h, grad_u, grad_rh};
+                                const at::Tensor& u, const at::Tensor& gx, const at::Tensor& gh, const at::Tensor& h) {
+  GatesPlan p{gx, gh, h, grad_u, grad_rh, u};
   gates_common(op, p);
-  const Layout layout = common_layout({&p.gx, &p.gh, &p.h, &p.grad_u, &p.grad_rh}, true);
+  check_like(op, "u", u, "h", h, h.sizes());
+  const Layout layout = common_layout({&p.gx, &p.gh, &p.h, &p.grad_u, &p.grad_rh, &p.saved_u}, true);
   p.grad_g = empty_with(p.gx.sizes(), p.h, layout);
   p.grad_h = empty_with(p.h.sizes(), p.h, layout);
   const auto s = p.h.sizes();

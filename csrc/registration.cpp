@@ -3,7 +3,8 @@
 // autograd in autograd.cpp; fake impls are registered from Python (stdiff/ops/_compiled.py).
 //
 // Backward ops recompute what they need from the forward inputs (sigmoid/tanh, SPADE statistics,
-// the Philox noise) instead of saving intermediates. sde_*_backward return
+// the Philox noise) instead of saving intermediates; convgru_gates_backward also takes the forward
+// output u (saved by autograd anyway), so only the reset gate's sigmoid is recomputed. sde_*_backward return
 // [grad_f (sde_step only), grad_g, grad_g_pred (when g_pred is given), grad_dW (when dW is given)].
 #include <torch/library.h>
 
@@ -15,7 +16,8 @@ TORCH_LIBRARY(stdiff, m) {
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
   m.def("convgru_gates(Tensor gx, Tensor gh, Tensor h) -> (Tensor, Tensor)", tags);
   m.def(
-      "convgru_gates_backward(Tensor? grad_u, Tensor? grad_rh, Tensor gx, Tensor gh, Tensor h) -> (Tensor, Tensor)",
+      "convgru_gates_backward(Tensor? grad_u, Tensor? grad_rh, Tensor u, Tensor gx, Tensor gh, Tensor h) -> "
+      "(Tensor, Tensor)",
       tags);
   m.def("convgru_update(Tensor cx, Tensor ch, Tensor u, Tensor h, bool standard=False) -> Tensor", tags);
   m.def(

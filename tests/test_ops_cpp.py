@@ -173,7 +173,7 @@ def test_opcheck_every_op():
     samples = [
         (STD.convgru_gates, (grad(2, 6, 3, 4), grad(2, 6, 3, 4), grad(2, 3, 3, 4))),
         (STD.convgru_gates, tuple(t.contiguous(memory_format=cl) for t in (grad(2, 6, 3, 4), grad(2, 6, 3, 4), grad(2, 3, 3, 4)))),
-        (STD.convgru_gates_backward, (x(2, 3, 3, 4), None, x(2, 6, 3, 4), x(2, 6, 3, 4), x(2, 3, 3, 4))),
+        (STD.convgru_gates_backward, (x(2, 3, 3, 4), None, x(2, 3, 3, 4), x(2, 6, 3, 4), x(2, 6, 3, 4), x(2, 3, 3, 4))),
         (STD.convgru_update, (grad(2, 3, 4, 4), grad(2, 3, 4, 4), grad(2, 3, 4, 4), grad(2, 3, 4, 4), True)),
         (STD.convgru_update_backward, (x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), False)),
         (STD.spade_norm, (grad(2, 3, 4, 5), grad(2, 3, 4, 5), grad(2, 3, 4, 5), grad(2, 3), 1e-5)),

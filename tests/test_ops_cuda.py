@@ -154,7 +154,7 @@ def test_opcheck_every_op():
     cl = torch.channels_last
     samples = [
         (STD.convgru_gates, (g(2, 6, 3, 4), g(2, 6, 3, 4), g(2, 3, 3, 4))),
-        (STD.convgru_gates_backward, (x(2, 3, 3, 4), x(2, 3, 3, 4), x(2, 6, 3, 4), x(2, 6, 3, 4), x(2, 3, 3, 4))),
+        (STD.convgru_gates_backward, (x(2, 3, 3, 4), x(2, 3, 3, 4), x(2, 3, 3, 4), x(2, 6, 3, 4), x(2, 6, 3, 4), x(2, 3, 3, 4))),
         (STD.convgru_update, (g(2, 3, 4, 4), g(2, 3, 4, 4), g(2, 3, 4, 4), g(2, 3, 4, 4), False)),
         (STD.convgru_update_backward, (x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), True)),
         (STD.spade_norm, (g(2, 3, 4, 5), g(2, 3, 4, 5), g(2, 3, 4, 5), g(2, 3), 1e-5)),

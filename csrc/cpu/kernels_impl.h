@@ -58,12 +58,11 @@ void gates_bwd_t(const GatesArgs& a, int64_t begin, int64_t end) {
   const int64_t L = a.L;
   for (int64_t j = begin; j < end;) {
     const int64_t b = j / L, k0 = j - b * L, len = std::min(L - k0, end - j);
-    const T* gxu = at<T>(a.gx, b * 2 * L + k0);
-    const T* ghu = at<T>(a.gh, b * 2 * L + k0);
-    const T* gxr = gxu + L;
-    const T* ghr = ghu + L;
+    const T* gxr = at<T>(a.gx, b * 2 * L + k0 + L);
+    const T* ghr = at<T>(a.gh, b * 2 * L + k0 + L);
     const T* h = at<T>(a.h, b * L + k0);
     const T* gu = at<T>(a.grad_u, b * L + k0);
+    const T* su = at<T>(a.saved_u, b * L + k0);
     const T* grh = at<T>(a.grad_rh, b * L + k0);
     T* dgu = at<T>(a.grad_g, b * 2 * L + k0);
     T* dgr = dgu + L;
@@ -72,7 +71,7 @@ void gates_bwd_t(const GatesArgs& a, int64_t begin, int64_t end) {
     for (int64_t k = 0; k < len; ++k) {
       A du = A(0), dr = A(0), dhk = A(0);
       if constexpr (HAS_GU) {
-        const A zu = sigmoid_f<kFma>(load(gxu, k) + load(ghu, k));
+        const A zu = load(su, k);
         du = load(gu, k) * (zu * (A(1) - zu));
       }
       if constexpr (HAS_GRH) {

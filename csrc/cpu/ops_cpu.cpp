@@ -40,17 +40,18 @@ std::tuple<Tensor, Tensor> convgru_gates(const Tensor& gx, const Tensor& gh, con
 }
 
 std::tuple<Tensor, Tensor> convgru_gates_backward(const std::optional<Tensor>& grad_u,
-                                                  const std::optional<Tensor>& grad_rh, const Tensor& gx,
-                                                  const Tensor& gh, const Tensor& h) {
+                                                  const std::optional<Tensor>& grad_rh, const Tensor& u,
+                                                  const Tensor& gx, const Tensor& gh, const Tensor& h) {
   constexpr const char* op = "stdiff::convgru_gates_backward";
   check_device(op, h, at::kCPU);
-  GatesPlan p = plan_gates_bwd(op, value_or_undefined(grad_u), value_or_undefined(grad_rh), gx, gh, h);
+  GatesPlan p = plan_gates_bwd(op, value_or_undefined(grad_u), value_or_undefined(grad_rh), u, gx, gh, h);
   GatesArgs a{};
   a.gx = p.gx.const_data_ptr();
   a.gh = p.gh.const_data_ptr();
   a.h = p.h.const_data_ptr();
   a.grad_u = ptr_or_null(p.grad_u);
   a.grad_rh = ptr_or_null(p.grad_rh);
+  a.saved_u = p.saved_u.const_data_ptr();
   a.grad_g = p.grad_g.mutable_data_ptr();
   a.grad_h = p.grad_h.mutable_data_ptr();
   a.L = p.seg_len;

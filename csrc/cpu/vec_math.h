@@ -45,7 +45,8 @@ STDIFF_INLINE float madd(float a, float b, float c) {
   }
 }
 
-// e^x; x is clamped to [-87.3, 88.37] (the result stays normal and finite).
+// e^x; x is clamped to [-87.3, 88.37] (the result stays normal and finite). Cody-Waite reduction
+// to r in [-ln2/2, ln2/2], then a degree-5 polynomial fitted to e^r (relative error 7.5e-8).
 template <bool FMA>
 STDIFF_INLINE float exp_f(float x) {
   x = x < -87.3365f ? -87.3365f : x;
@@ -53,13 +54,12 @@ STDIFF_INLINE float exp_f(float x) {
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
   float r = madd<FMA>(n, -0.693359375f, x);
   r = madd<FMA>(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = madd<FMA>(p, r, 1.3981999507e-3f);
-  p = madd<FMA>(p, r, 8.3334519073e-3f);
-  p = madd<FMA>(p, r, 4.1665795894e-2f);
-  p = madd<FMA>(p, r, 1.6666665459e-1f);
-  p = madd<FMA>(p, r, 5.0000001201e-1f);
-  p = madd<FMA>(p, r * r, r) + 1.0f;
+  float p = 8.297653103e-03f;
+  p = madd<FMA>(p, r, 4.191538347e-02f);
+  p = madd<FMA>(p, r, 1.666757477e-01f);
+  p = madd<FMA>(p, r, 4.999889484e-01f);
+  p = madd<FMA>(p, r, 9.999996920e-01f);
+  p = madd<FMA>(p, r, 1.000000072e+00f);
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   return p * float_of(static_cast<uint32_t>(bits));
 }

@@ -70,6 +70,7 @@ struct GatesFwdOp {
 
 template <typename T>
 struct GatesBwdOp {
+  const T* u;  // the forward output (its sigmoid is not recomputed)
   const T* gx;
   const T* gh;
   const T* h;
@@ -87,15 +88,11 @@ struct GatesBwdOp {
 #pragma unroll
     for (int k = 0; k < V; ++k) du[k] = dr[k] = dh[k] = A(0);
     if (grad_u != nullptr) {
-      A xu[V], hu[V], gu[V];
-      load<V>(gx, i2, xu);
-      load<V>(gh, i2, hu);
+      A uv[V], gu[V];
+      load<V>(u, j, uv);
       load<V>(grad_u, j, gu);
 #pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const A z = sigmoid(xu[k] + hu[k]);
-        du[k] = gu[k] * (z * (A(1) - z));
-      }
+      for (int k = 0; k < V; ++k) du[k] = gu[k] * (uv[k] * (A(1) - uv[k]));
     }
     if (grad_rh != nullptr) {
       A xr[V], hr[V], gr[V], hv[V];
@@ -332,12 +329,13 @@ struct GatesFwd {
 template <typename T>
 struct GatesBwd {
   static cudaError_t run(const GatesArgs& a, int64_t segments, cudaStream_t stream) {
-    const GatesBwdOp<T> op{static_cast<const T*>(a.gx),     static_cast<const T*>(a.gh),
-                           static_cast<const T*>(a.h),      static_cast<const T*>(a.grad_u),
-                           static_cast<const T*>(a.grad_rh), static_cast<T*>(a.grad_g),
-                           static_cast<T*>(a.grad_h),       a.L};
-    const bool vec =
-        a.L % kVec<T> == 0 && aligned16({a.gx, a.gh, a.h, a.grad_u, a.grad_rh, a.grad_g, a.grad_h});
+    const GatesBwdOp<T> op{static_cast<const T*>(a.saved_u), static_cast<const T*>(a.gx),
+                           static_cast<const T*>(a.gh),      static_cast<const T*>(a.h),
+                           static_cast<const T*>(a.grad_u),  static_cast<const T*>(a.grad_rh),
+                           static_cast<T*>(a.grad_g),        static_cast<T*>(a.grad_h),
+                           a.L};
+    const bool vec = a.L % kVec<T> == 0 &&
+                     aligned16({a.saved_u, a.gx, a.gh, a.h, a.grad_u, a.grad_rh, a.grad_g, a.grad_h});
     return launch<T>(op, segments * a.L, vec, stream);
   }
 };

@@ -171,9 +171,9 @@ def _fake_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fake_gates_backward(
-    grad_u: Tensor | None, grad_rh: Tensor | None, gx: Tensor, gh: Tensor, h: Tensor
+    grad_u: Tensor | None, grad_rh: Tensor | None, u: Tensor, gx: Tensor, gh: Tensor, h: Tensor
 ) -> tuple[Tensor, Tensor]:
-    fmt = _memory_format([gx, gh, h, grad_u, grad_rh])
+    fmt = _memory_format([gx, gh, h, grad_u, grad_rh, u])
     return _empty(gx.shape, h, fmt), _empty(h.shape, h, fmt)
 
 
