@@ -31,8 +31,9 @@ def build(parser: argparse.ArgumentParser) -> None:
                         help="steps of the short training run used when no checkpoint is shipped (default 1500)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test clips and the sampling noise")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default 0: torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: the small model gains little from more, and on a busy "
+                             "machine waiting threads make it several times slower; 0 = torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
