@@ -10,6 +10,8 @@ from typing import Any
 __all__ = ["MotionConfig", "SDEConfig", "UNetConfig", "STDiffConfig", "PRESETS", "preset", "preset_names"]
 
 SDE_METHODS = ("euler_heun", "euler", "ode")
+#: Motion-encoder activations: the official ReLU, or a leaky ReLU (slope 0.2) whose units cannot die.
+MOTION_ACTIVATIONS = ("relu", "leaky_relu")
 
 
 @dataclass
@@ -17,11 +19,13 @@ class MotionConfig:
     """Motion encoder on frame differences + Conv-GRU (DESIGN.md §1.1-1.2).
 
     The motion state has ``model_channels * 2**n_downs`` channels at ``image_size / 2**n_downs``.
+    ``activation``: "relu" (official) or "leaky_relu" (for small models trained fast: no dead units).
     """
 
     model_channels: int = 64
     n_downs: int = 2
     standard_gru: bool = False
+    activation: str = "relu"
 
 
 @dataclass
@@ -77,6 +81,8 @@ class STDiffConfig:
             raise ValueError(f"image_size must be >= 8 and divisible by 2**motion.n_downs, got {self.image_size}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.motion.activation not in MOTION_ACTIVATIONS:
+            raise ValueError(f"motion.activation must be one of {MOTION_ACTIVATIONS}, got {self.motion.activation!r}")
         if self.sde.method not in SDE_METHODS:
             raise ValueError(f"sde.method must be one of {SDE_METHODS}, got {self.sde.method!r}")
         if not self.sde.dt > 0:

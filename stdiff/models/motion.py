@@ -6,27 +6,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ..config import MOTION_ACTIVATIONS
 
 __all__ = ["MotionEncoder", "ConvGRU"]
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in MOTION_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {MOTION_ACTIVATIONS}, got {name!r}")
+    return nn.ReLU() if name == "relu" else nn.LeakyReLU(0.2)
 
 
 class MotionEncoder(nn.Module):
     """CNN over frame differences: (B, C, H, W) -> (B, ch * 2**n_downs, H / 2**n_downs, W / 2**n_downs).
 
-    5x5 conv C->ch + ReLU; (n_downs - 1) x [max-pool 2, 5x5 conv doubling channels + ReLU];
-    max-pool 2, 7x7 conv doubling channels + ReLU. Layer indices match the official ``model.*`` keys.
+    5x5 conv C->ch + act; (n_downs - 1) x [max-pool 2, 5x5 conv doubling channels + act];
+    max-pool 2, 7x7 conv doubling channels + act. Layer indices match the official ``model.*`` keys.
+    ``activation``: "relu" (official) or "leaky_relu" (no parameters, so the keys are unchanged):
+    small models trained at a high learning rate lose most ReLU units of this encoder (issue 13).
     """
 
-    def __init__(self, in_channels: int, model_channels: int, n_downs: int) -> None:
+    def __init__(self, in_channels: int, model_channels: int, n_downs: int, activation: str = "relu") -> None:
         super().__init__()
         if n_downs < 1:
             raise ValueError(f"n_downs must be >= 1, got {n_downs}")
         ch = model_channels
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 5, padding=2), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 5, padding=2), _activation(activation)]
         for _ in range(n_downs - 1):
-            layers += [nn.MaxPool2d(2), nn.Conv2d(ch, 2 * ch, 5, padding=2), nn.ReLU()]
+            layers += [nn.MaxPool2d(2), nn.Conv2d(ch, 2 * ch, 5, padding=2), _activation(activation)]
             ch *= 2
-        layers += [nn.MaxPool2d(2), nn.Conv2d(ch, 2 * ch, 7, padding=3), nn.ReLU()]
+        layers += [nn.MaxPool2d(2), nn.Conv2d(ch, 2 * ch, 7, padding=3), _activation(activation)]
         self.model = nn.Sequential(*layers)
         self.out_channels = 2 * ch
 

@@ -32,7 +32,8 @@ class STDiff(nn.Module):
     def __init__(self, config: STDiffConfig, backend: str = "auto") -> None:
         super().__init__()
         self.config = config.validate()
-        self.motion_encoder = MotionEncoder(config.channels, config.motion.model_channels, config.motion.n_downs)
+        self.motion_encoder = MotionEncoder(config.channels, config.motion.model_channels, config.motion.n_downs,
+                                            config.motion.activation)
         channels = self.motion_encoder.out_channels
         self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru, backend=backend)
         self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt, backend=backend)
