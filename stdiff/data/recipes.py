@@ -54,6 +54,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..config import PRESETS
 from .digits import mnist_digits
 from .folder import IMAGE_EXTENSIONS, FrameFolderDataset, find_frame_folders, list_frames, natural_key
 from .synthetic import MovingDigits, SyntheticMovingDigits
@@ -71,17 +72,44 @@ SYNTHETIC_VIDEOS = {"train": 10_000, "test": 1_000}
 
 @dataclass(frozen=True)
 class Recipe:
-    """Official defaults of one dataset (see the module docstring for layouts and splits)."""
+    """Official defaults of one dataset (see the module docstring for layouts and splits).
+
+    To, Tp (training), k, image size and channels are read from the model preset ``preset``
+    (:data:`stdiff.config.PRESETS`): one source of truth for data and model.
+    """
 
     name: str
-    num_observed: int  # To
-    num_future: int  # Tp for training
+    preset: str  # the model preset of this dataset's official config
     num_future_test: int  # Tp for testing (predicted autoregressively beyond num_future)
-    k: int  # future frames drawn per training batch (official rand_Tp)
-    image_size: int
-    channels: int
     hflip: bool  # training augmentation
     vflip: bool
+
+    @property
+    def _model(self):
+        return PRESETS[self.preset]
+
+    @property
+    def num_observed(self) -> int:
+        """To."""
+        return self._model.num_observed
+
+    @property
+    def num_future(self) -> int:
+        """Tp for training."""
+        return self._model.num_future
+
+    @property
+    def k(self) -> int:
+        """Future frames drawn per training clip (official ``rand_Tp``)."""
+        return self._model.train_future_k
+
+    @property
+    def image_size(self) -> int:
+        return self._model.image_size
+
+    @property
+    def channels(self) -> int:
+        return self._model.channels
 
     def future(self, split: str) -> int:
         """Tp of ``split``."""
@@ -91,11 +119,11 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe("kth", 10, 10, 20, 6, 64, 3, True, True),
-        Recipe("bair", 2, 10, 28, 6, 64, 3, True, True),
-        Recipe("smmnist", 5, 10, 10, 6, 64, 1, False, False),
-        Recipe("cityscapes", 2, 10, 28, 6, 128, 3, False, False),
-        Recipe("kitti", 4, 5, 5, 2, 128, 3, True, True),
+        Recipe("kth", "kth64", 20, True, True),
+        Recipe("bair", "bair64", 28, True, True),
+        Recipe("smmnist", "smmnist64", 10, False, False),
+        Recipe("cityscapes", "cityscapes128", 28, False, False),
+        Recipe("kitti", "kitti128", 5, True, True),
     )
 }
 
