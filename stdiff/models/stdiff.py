@@ -71,7 +71,8 @@ class STDiff(nn.Module):
         observed: (N, To, C, H, W), future: (N, Tp, C, H, W), both in [-1, 1]. Draws a sorted random
         subset of k future integer times (frame j of ``future`` is at time To + j); each target is
         conditioned on the ground truth at the previously selected time (the last observed frame for
-        the first), with its own noise and diffusion step.
+        the first), with its own noise and diffusion step. The motion path (encoder, Conv-GRU, SDE
+        state and increments) runs in float32 even under autocast: bf16 steps lose a small drift.
         """
         n, to = observed.shape[:2]
         tp = future.shape[1]
@@ -83,8 +84,9 @@ class STDiff(nn.Module):
         prev_idx = [None] + selected[:-1]
         targets = future[:, selected]                                           # (N, k, C, H, W)
         prevs = torch.stack([observed[:, -1] if j is None else future[:, j] for j in prev_idx], 1)
-        m = self.encode_context(observed)
-        motion = self.future_motion(m, to - 1, [to + j for j in selected], generator=generator)
+        with torch.autocast(observed.device.type, enabled=False):  # the motion path stays fp32 under --bf16
+            m = self.encode_context(observed.float())
+            motion = self.future_motion(m, to - 1, [to + j for j in selected], generator=generator)
         motion = motion.transpose(0, 1).flatten(0, 1)                           # (N*k, F, h, w)
         x0 = targets.flatten(0, 1)
         noise = randn(x0.shape, generator, x0)
