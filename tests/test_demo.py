@@ -75,9 +75,23 @@ def check_demo_outputs(out, capsys) -> dict:
         r = metrics["results"][rate]
         assert 0 < r["psnr_mean"] <= r["psnr_best"] and -1 <= r["ssim_mean"] <= 1 and r["frames_per_second"] > 0
     assert metrics["results"]["4x"]["predicted_frames"] == 4 * metrics["results"]["1x"]["predicted_frames"]
+    baseline = metrics["copy_last"]
+    assert 0 < baseline["psnr"] and -1 <= baseline["ssim"] <= 1
     printed = capsys.readouterr().out
     assert "PSNR mean" in printed and "frames/s" in printed
+    assert f"{baseline['psnr']:.2f}" in printed.split("copy-last")[1]  # the baseline row is printed
     return metrics
+
+
+def test_copy_last_scores_repeat_the_last_observed_frame():
+    observed = torch.rand(2, 3, 1, 16, 16)
+    truth = torch.stack([observed[:, -1], torch.rand(2, 1, 16, 16)], 1)
+    scores = demo.copy_last_scores(observed, truth)
+    from stdiff.metrics import psnr, ssim
+
+    assert scores["ssim"] == pytest.approx(float((1 + ssim(observed[:, -1], truth[:, 1]).mean()) / 2), abs=1e-6)
+    exact = float(psnr(truth[:, 0], truth[:, 0]).mean())  # the identical frame: PSNR's cap
+    assert scores["psnr"] == pytest.approx((exact + float(psnr(observed[:, -1], truth[:, 1]).mean())) / 2, abs=1e-4)
 
 
 def test_demo_end_to_end(tmp_path, capsys):

@@ -66,7 +66,8 @@ class STDiff(nn.Module):
 
     def training_loss(self, observed: Tensor, future: Tensor, k: int | None = None,
                       generator: torch.Generator | None = None) -> Tensor:
-        """Official objective: L1 between predicted and true noise on k random future frames.
+        """Official objective: L1 between predicted and true noise on k random future frames
+        (weighted over diffusion steps when ``config.loss_weighting`` says so, see :meth:`loss_weights`).
 
         observed: (N, To, C, H, W), future: (N, Tp, C, H, W), both in [-1, 1]. Draws a sorted random
         subset of k future integer times (frame j of ``future`` is at time To + j); each target is
@@ -94,7 +95,22 @@ class STDiff(nn.Module):
                               device=device).to(x0.device)
         x_t = self.schedule.add_noise(x0, noise, steps)
         eps = self.denoise(x_t, steps, prevs.flatten(0, 1), motion=motion)
-        return F.l1_loss(eps, noise)
+        if self.config.loss_weighting == "none":
+            return F.l1_loss(eps, noise)
+        weights = self.loss_weights().to(eps.device)[steps]
+        return ((eps - noise).abs().flatten(1).mean(1) * weights).mean()
+
+    def loss_weights(self) -> Tensor:
+        """Per diffusion step weight of the L1 noise loss (num_train_timesteps,), mean 1.
+
+        ``truncated_snr``: clamp(sqrt(1 / SNR_t), 1, loss_weight_cap), SNR_t = abar_t / (1 - abar_t):
+        in x0 terms the L1 error counts with weight max(sqrt(SNR_t), 1) (capped), so the noisy steps
+        that decide where the digits go and what they look like, where the motion and the previous
+        frame matter, are not drowned by the nearly clean steps.
+        """
+        abar = self.schedule.alphas_cumprod.double()
+        weights = ((1 - abar) / abar).sqrt().clamp(1.0, self.config.loss_weight_cap)
+        return (weights / weights.mean()).float()
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
