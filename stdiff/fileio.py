@@ -25,7 +25,8 @@ from pathlib import Path
 __all__ = ["WriteError", "atomic_path", "atomic_dir", "atomic_write_text", "resolve_dir", "check_output_dir",
            "file_sha256", "checksums", "verify_checksums"]
 
-_WRITE_HINTS = ("writ", "space", "iostream", "os error", "storage")  # texts of torch/safetensors I/O errors
+# texts of torch's and safetensors' I/O errors ("unexpected pos": torch.save's writer on a full disk)
+_WRITE_HINTS = ("writ", "space", "basic_ios", "iostream", "os error", "storage", "inline_container", "unexpected pos")
 
 
 class WriteError(OSError):
