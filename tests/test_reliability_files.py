@@ -20,17 +20,10 @@ from stdiff.checkpoint import load_pretrained, save_pretrained
 from stdiff.data import ClipTransform, read_clip
 
 from test_official import SMALL, official_state, write_pipeline
+from test_demo import one_thread  # noqa: F401 (autouse fixture)
 from test_predictor import micro_model
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def stdiff_cli(*argv: str) -> subprocess.CompletedProcess:

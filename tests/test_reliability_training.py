@@ -20,17 +20,9 @@ from stdiff.training import train
 from stdiff.training.schedule import cosine_with_restarts
 from stdiff.training.state import list_checkpoints, load_state, prune_checkpoints, save_state
 
-from test_training import MICRO, _dummy_state, micro_config
+from test_training import MICRO, _dummy_state, micro_config, one_thread  # noqa: F401 (autouse)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def flip_a_bit(path: Path, offset_from_end: int = 64) -> None:
