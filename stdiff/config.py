@@ -98,6 +98,10 @@ class STDiffConfig:
         if not self.sde.dt > 0:
             raise ValueError(f"sde.dt must be > 0, got {self.sde.dt}")
         n_blocks = len(self.unet.block_out_channels)
+        if not n_blocks or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                   for c in self.unet.block_out_channels):
+            raise ValueError(f"unet.block_out_channels must be a non-empty list of ints > 0, "
+                             f"got {self.unet.block_out_channels!r}")
         for name in ("down_block_types", "up_block_types", "attention_head_dim"):
             if len(getattr(self.unet, name)) != n_blocks:
                 raise ValueError(f"unet.{name} must have {n_blocks} entries (one per block)")

@@ -13,7 +13,10 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="official exported pipeline folder, its stdiff/ sub-folder, a unet_ema/ or "
                                     "unet/ folder of a training checkpoint, or a raw state dict "
                                     "(.safetensors, .bin, .pt, .pth)")
-    parser.add_argument("dst", help="output folder (config.json + model.safetensors), replaced atomically")
+    parser.add_argument("dst", help="output folder (config.json + model.safetensors), written atomically; it must "
+                                    "not exist (or be empty), or be an stdiff checkpoint folder and --overwrite given")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DST when it is an existing stdiff checkpoint folder (never any other folder)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow full unpickling of a .bin/.pt/.pth that holds more than tensors "
                              "(can run arbitrary code: only for files you trust)")
@@ -27,11 +30,29 @@ def build(parser: argparse.ArgumentParser) -> None:
                         help="predicted frames of the training clips (the official Dataset.num_predict_frames)")
 
 
+def check_destination(dst: str, overwrite: bool) -> None:
+    """Raise ValueError unless writing ``dst`` loses nothing: absent, an empty folder, or (with
+    ``overwrite``) an stdiff checkpoint folder."""
+    from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_pretrained_dir
+    from ..fileio import check_output_dir
+
+    path = check_output_dir(dst, "DST")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    others = sorted(p.name for p in path.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME))
+    if not is_pretrained_dir(path) or others:
+        raise ValueError(f"DST {dst!r} exists and is not an stdiff checkpoint folder (it holds "
+                         f"{', '.join(others[:5]) or 'other files'}): refusing to replace it (choose a new folder)")
+    if not overwrite:
+        raise ValueError(f"DST {dst!r} already holds an stdiff checkpoint: pass --overwrite to replace it")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import save_pretrained
     from ..config import preset
     from ..official.load import locate_official, model_from_official_state, read_state_dict, resolve_config
 
+    check_destination(args.dst, args.overwrite)
     files = locate_official(args.src)
     config = resolve_config(files, preset(args.preset) if args.preset else None)
     clip = {}

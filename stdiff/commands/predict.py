@@ -5,6 +5,10 @@ Reads ``--context`` frames starting at ``--start``, predicts ``--samples`` futur
 predicted frame (``frames/video0_sample<s>_t<time>.png``) and ``prediction.npz`` (frames, times) to
 ``--out``. When the input continues past the context, its frames at the predicted integer
 times are shown as ground truth and PSNR/SSIM are printed.
+
+``--out`` is written as a whole (:func:`stdiff.fileio.atomic_dir`): a re-run replaces every file
+of the previous run, and a killed run leaves the previous output intact. A folder holding
+anything else is refused.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 
 HELP = "predict future frames of a video file or frame folder with a trained checkpoint"
 DTYPES = ("float32", "bfloat16", "float16")
+OUTPUT_NAMES = ("prediction.gif", "grid.png", "frames", "prediction.npz")  # what a run writes into --out
 
 
 def build(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +50,9 @@ def build(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default 0: torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--reference", action="store_true",
                         help="run the plain reference algorithm (no cache, fp32, eager) instead of the fast path")
-    parser.add_argument("--out", default="stdiff-predict", help="output folder (default: ./stdiff-predict)")
+    parser.add_argument("--out", default="stdiff-predict",
+                        help="output folder, replaced as a whole; new, empty or an earlier output of this command "
+                             "(default: ./stdiff-predict)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -60,14 +67,14 @@ def parse_times(text: str) -> list[float]:
 def read_input(path: str | Path, first: int, count: int | None, image_size: int, channels: int):
     """Frames ``first .. first+count-1`` (all from ``first`` when count is None) of a video file or
     frame folder as (T, C, image_size, image_size) float32 in [0, 1] (centre crop + resize)."""
-    import numpy as np
-    from PIL import Image
-
-    from ..data import ClipTransform, index_video, list_frames, read_frames
+    from ..data import ClipTransform, index_video, list_frames, read_clip, read_frames
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--input {str(path)!r} does not exist")
+    if not path.is_dir() and not path.is_file():
+        raise ValueError(f"--input {str(path)!r} is not a regular file or folder (a pipe or device?): give a video "
+                         "file or a folder of frame images")
     if first < 0:
         raise ValueError(f"--start must be >= 0, got {first}")
     if path.is_dir():
@@ -81,21 +88,48 @@ def read_input(path: str | Path, first: int, count: int | None, image_size: int,
         raise ValueError(f"--input {str(path)!r} has {total} frames: too few from --start {first} "
                          "(the context needs at least 2)")
     ids = list(range(first, stop))
+    transform = ClipTransform(image_size, channels)
     if path.is_dir():
-        frames = np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in ids])
-    else:
-        frames = read_frames(index, ids)
-    return ClipTransform(image_size, channels)(frames)
+        return read_clip([files[i] for i in ids], transform)
+    return transform(read_frames(index, ids))
+
+
+def check_out(path: str) -> Path:
+    """``--out`` as a Path; ValueError unless it is writable and holds nothing but an earlier run's output."""
+    from ..fileio import check_output_dir
+
+    out = check_output_dir(path, "--out")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in OUTPUT_NAMES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            raise ValueError(f"--out {path!r} holds files this command did not write ({', '.join(foreign[:5])}): "
+                             "choose a new or empty folder (the output folder is replaced as a whole)")
+    return out
+
+
+def write_outputs(out: Path, pred, truth) -> None:
+    """Write the GIF, grid, frames and npz of ``pred`` into ``out``, replacing it atomically."""
+    import numpy as np
+
+    from ..fileio import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        pred.save_gif(tmp / "prediction.gif", *truth)
+        pred.save_png_grid(tmp / "grid.png", *truth)
+        pred.save_frames(tmp / "frames")
+        with open(tmp / "prediction.npz", "wb") as fh:
+            np.savez_compressed(fh, frames=pred.frames.cpu().numpy(), times=np.asarray(pred.times))
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from ..fileio import atomic_path
     from ..predictor import Predictor
-    from .demo import resolve_device, set_threads
+    from ..training.distributed import resolve_device
+    from .demo import set_threads
 
+    out = check_out(args.out)
     set_threads(args.threads)
     device = resolve_device(args.device)
     predictor = Predictor.from_pretrained(args.checkpoint, exact_reference=args.reference, compile=args.compile,
@@ -113,15 +147,10 @@ def run(args: argparse.Namespace) -> int:
     pred = predictor.predict(observed, times=times, num_frames=args.num_frames, fps=args.fps,
                              num_samples=args.samples, sampler=args.sampler, steps=args.steps, seed=args.seed,
                              progress=not args.no_progress)
-    out = Path(args.out)
     truth_times = [float(context + k) for k in range(extra.shape[0])]
     has_truth = any(round(t, 6) in {round(s, 6) for s in truth_times} for t in pred.times)
     truth = (extra[None], truth_times) if has_truth else (None, None)
-    pred.save_gif(out / "prediction.gif", *truth)
-    pred.save_png_grid(out / "grid.png", *truth)
-    pred.save_frames(out / "frames")
-    with atomic_path(out / "prediction.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, frames=pred.frames.cpu().numpy(), times=np.asarray(pred.times))
+    write_outputs(out, pred, truth)
     print(f"predicted {pred.num_samples} sample(s) at {len(pred.times)} times "
           f"({pred.times[0]:g} .. {pred.times[-1]:g}) -> {out}")
     if has_truth:

@@ -16,7 +16,10 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "--out": ("out", str, "output folder (checkpoints/, export/, logs/, previews/)"),
     "--batch-size": ("batch_size", int, "clips per process per micro-batch"),
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
-    "--lr": ("lr", float, "peak learning rate (AdamW, cosine schedule with warm-up)"),
+    "--lr": ("lr", float, "peak learning rate (AdamW, --lr-schedule with warm-up)"),
+    "--lr-schedule": ("lr_schedule", str, "cosine (default: one half cosine to 0) or cosine_with_restarts (the "
+                                          "official: --lr-cycles half cosines, each restarting at --lr)"),
+    "--lr-cycles": ("lr_cycles", int, "half cosines of cosine_with_restarts (default 2, as the official training)"),
     "--warmup-steps": ("warmup_steps", int, "LR warm-up steps (default: 5%% of --steps, at most 500)"),
     "--device": ("device", str, "auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)"),
     "--workers": ("workers", int, "DataLoader worker processes per training process"),
@@ -56,9 +59,18 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import train
+    """Train; on SIGTERM/SIGINT the checkpoint is saved and the exit code is 128 + the signal number."""
+    import sys
 
-    result = train(config_from_args(args))
+    from ..training import train
+    from ..training.signals import TrainingInterrupted
+
+    try:
+        result = train(config_from_args(args))
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"stdiff train: {exc}", file=sys.stderr)
+        return exc.exit_code
     if os.environ.get("RANK", "0") == "0":
         print(f"trained to step {result.step}; model exported to {result.export_dir}")
     return 0

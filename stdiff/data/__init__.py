@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .clips import ClipIndex, clip_span, clip_starts
 from .digits import mnist_digits, sklearn_digits
-from .folder import FrameFolderDataset, find_frame_folders, list_frames
+from .folder import FrameFolderDataset, find_frame_folders, list_frames, read_clip
 from .recipes import RECIPES, Recipe, build_dataset, get_recipe
 from .synthetic import MovingDigits, SyntheticMovingDigits, bounce_trajectory
 from .transforms import ClipTransform
@@ -35,6 +35,7 @@ __all__ = [
     "index_video",
     "list_frames",
     "mnist_digits",
+    "read_clip",
     "read_frames",
     "sklearn_digits",
 ]

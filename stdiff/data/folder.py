@@ -1,8 +1,16 @@
-"""Videos stored as folders of frame images (``root/video_x/000.png, 001.png, ...``)."""
+"""Videos stored as folders of frame images (``root/video_x/000.png, 001.png, ...``).
+
+Frames are decoded one at a time and cropped (and, when much larger than needed, shrunk) as
+they are decoded (:func:`read_clip`), so a clip of huge frames costs about one decoded frame of
+memory, not the whole clip in float.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +22,13 @@ from torch.utils.data import Dataset
 from .clips import ClipIndex
 from .transforms import ClipTransform
 
-__all__ = ["IMAGE_EXTENSIONS", "FrameFolderDataset", "natural_key", "list_frames", "find_frame_folders"]
+__all__ = ["IMAGE_EXTENSIONS", "FrameFolderDataset", "natural_key", "list_frames",
+           "find_frame_folders", "read_clip"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+REDUCING_GAP = 3  # frames are box-shrunk while decoding only down to >= 3x the output side (bicubic does the rest)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error, UnidentifiedImageError,
+                  Image.DecompressionBombError)
 
 
 def natural_key(path: Path) -> list:
@@ -48,12 +60,48 @@ def find_frame_folders(root: str | os.PathLike) -> list[Path]:
     return sorted(folders)
 
 
-def _read_frame(path: Path) -> np.ndarray:
+def _open(path: Path) -> Image.Image:
+    """The image header (no pixels decoded yet); ValueError for unreadable files and decompression
+    bombs (PIL's limit: ``PIL.Image.MAX_IMAGE_PIXELS``, refused above twice that)."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
+        return Image.open(path)
+    except _DECODE_ERRORS as e:
         raise ValueError(f"cannot read frame image {path}: {e}") from e
+
+
+def _decode(path: Path, image: Image.Image, box: tuple[int, int, int, int], shrink: int) -> np.ndarray:
+    """Decode ``image``, crop ``box`` and shrink it ``shrink`` times: (h, w, 3) uint8 RGB."""
+    try:
+        with image:
+            crop = image.convert("RGB").crop(box)
+            return np.asarray(crop.reduce(shrink) if shrink > 1 else crop)
+    except _DECODE_ERRORS as e:
+        raise ValueError(f"cannot decode frame image {path}: {e}") from e
+
+
+def read_clip(paths: Sequence[str | os.PathLike], transform: ClipTransform) -> torch.Tensor:
+    """Decode frame files into ``transform``'s output (T, C, image_size, image_size) float32 in [0, 1].
+
+    All frames must have one size (checked from the headers before decoding). Each frame is cropped
+    to the transform's square region as it is decoded; a region more than ``REDUCING_GAP`` times the
+    output side is first shrunk by an integer box filter, so memory stays at about one decoded frame.
+    """
+    paths = [Path(p) for p in paths]
+    images = [_open(p) for p in paths]
+    odd = next((i for i, im in enumerate(images) if im.size != images[0].size), None)
+    if odd is not None:
+        for im in images:
+            im.close()
+        (w0, h0), (w1, h1) = images[0].size, images[odd].size
+        raise ValueError(f"frames of one clip must all have one size: {paths[0]} is {w0}x{h0} but {paths[odd]} "
+                         f"is {w1}x{h1}")
+    width, height = images[0].size
+    region = transform._region(height, width)
+    top, left = transform._offset(height, region), transform._offset(width, region)
+    shrink = max(1, region // (REDUCING_GAP * transform.image_size))
+    box = (left, top, left + region, top + region)
+    frames = np.stack([_decode(p, im, box, shrink) for p, im in zip(paths, images)])
+    return dataclasses.replace(transform, resize=True, crop="center")(frames)
 
 
 class FrameFolderDataset(Dataset):
@@ -95,8 +143,4 @@ class FrameFolderDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         """(T, C, H, W) float32 in [0, 1]."""
         video, frame_ids = self.index[index]
-        frames = [_read_frame(self.videos[video][i]) for i in frame_ids]
-        shapes = {f.shape for f in frames}
-        if len(shapes) != 1:
-            raise ValueError(f"frames of {self.videos[video][0].parent} have different sizes: {sorted(shapes)}")
-        return self.transform(np.stack(frames))
+        return read_clip([self.videos[video][i] for i in frame_ids], self.transform)

@@ -42,8 +42,10 @@ class VideoIndex:
 def index_video(path: str | os.PathLike) -> VideoIndex:
     """Demux ``path`` (no decoding) and list its frames' timestamps. Raises on unreadable files."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"video file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a folder, pipe or device?): expected a video file")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -157,22 +157,31 @@ def resolve_config(files: OfficialFiles, config: STDiffConfig | None = None) -> 
 def read_state_dict(weights: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Tensor]:
     """Read a state dict (name -> tensor) onto the CPU from .safetensors or a torch pickle.
 
-    Pickles are read with ``weights_only=True`` unless ``trust_pickle``; a file that needs more
-    raises ValueError telling the user to pass ``--trust-pickle`` only for a trusted source.
+    Pickles are read with ``weights_only=True`` unless ``trust_pickle``; a valid pickle that needs
+    more raises ValueError telling the user to pass ``--trust-pickle`` only for a trusted source.
+    A file that is neither a readable safetensors file nor a torch.save file raises ValueError.
     """
     path = Path(weights)
     if path.suffix == ".safetensors":
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except (OSError, SafetensorError) as exc:
+            raise ValueError(f"{str(path)!r} is not a valid .safetensors file: {exc}") from exc
     else:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
         except pickle.UnpicklingError as exc:
-            if trust_pickle:
-                raise
+            if trust_pickle or not _needs_full_unpickling(exc):
+                raise ValueError(f"{str(path)!r} is not a valid checkpoint (a torch.save file of a state dict): "
+                                 f"{_last_line(exc)}") from exc
             raise ValueError(
                 f"{str(path)!r} is a pickle that holds more than tensors, and unpickling it can run arbitrary "
                 "code. Pass --trust-pickle (trust_pickle=True) only if you trust where the file comes from. "
                 f"torch said: {str(exc).splitlines()[0]}") from exc
+        except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError, AttributeError, ImportError,
+                UnicodeDecodeError) as exc:
+            raise ValueError(f"{str(path)!r} is not a valid checkpoint (a torch.save file of a state dict): "
+                             f"{type(exc).__name__}: {_last_line(exc)}") from exc
     if not isinstance(state, Mapping):
         raise ValueError(f"{str(path)!r} must hold a state dict (a mapping of names to tensors), "
                          f"got {type(state).__name__}")
@@ -181,6 +190,29 @@ def read_state_dict(weights: str | os.PathLike, trust_pickle: bool = False) -> d
         raise ValueError(f"{str(path)!r} is not a state dict of tensors: entries {_listing(bad)} are not "
                          "name -> tensor")
     return dict(state)
+
+
+def _needs_full_unpickling(exc: pickle.UnpicklingError) -> bool:
+    """True when torch's weights-only unpickler refused a global (a valid pickle of other objects)."""
+    text = str(exc)
+    return "GLOBAL" in text or "allowed global" in text or "Unsupported global" in text
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Check the documentation")]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def _check_weights(state: Mapping[str, Tensor]) -> None:
+    """Raise ValueError naming the weights that are not floating point or not finite."""
+    not_float = [f"{k} ({v.dtype})" for k, v in state.items() if not v.is_floating_point()]
+    if not_float:
+        raise ValueError(f"the official checkpoint has non-floating-point weights ({len(not_float)}): "
+                         f"{_listing(not_float)}; expected float32/float16/bfloat16 tensors")
+    not_finite = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise ValueError(f"the official checkpoint has weights with NaN or infinite values ({len(not_finite)}): "
+                         f"{_listing(not_finite)}")
 
 
 def _listing(names: list[str]) -> str:
@@ -211,6 +243,7 @@ def model_from_official_state(state: Mapping[str, Tensor], config: STDiffConfig)
                 if names]
     if problems:
         raise ValueError("the official checkpoint does not match the model config: " + "; ".join(problems))
+    _check_weights(ours)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in ours.items()}, strict=True, assign=True)
     return model
 

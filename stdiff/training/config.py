@@ -4,12 +4,15 @@ Precedence (later wins): dataclass defaults < YAML file (``--config``) < explici
 ``--set key=value``. Nested model fields are reached with dots:
 ``--set model.unet.norm_num_groups=4`` (the ``model`` mapping overrides the preset's
 :class:`~stdiff.config.STDiffConfig` fields). Values are parsed as YAML (``3``, ``1e-4``,
-``true``, ``[32, 64]``).
+``true``, ``[32, 64]``; a number written like ``1e-4``, which YAML 1.1 reads as a string, is
+taken as a number).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +49,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 1e-6
     adam_eps: float = 1e-8
-    warmup_steps: int | None = None  # None: 5% of steps, at most 500
+    warmup_steps: int | None = None  # None: 5% of steps, at most 500; must be < steps
+    lr_schedule: str = "cosine"  # or "cosine_with_restarts" (official), see stdiff.training.schedule
+    lr_cycles: int = 2  # half cosines of cosine_with_restarts (the official num_cycles)
     grad_clip: float = 1.0
     bf16: bool = False
     # EMA (diffusers-style warm-up: decay = 1 - (1 + step / inv_gamma) ** -power, capped)
@@ -98,14 +103,26 @@ class TrainConfig:
             _check_int("num_videos", self.num_videos, 1)
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps, 0)
+            if self.warmup_steps >= self.steps:
+                raise ValueError(f"warmup_steps must be < steps ({self.steps}), got {self.warmup_steps}: the "
+                                 "learning rate would never leave its warm-up")
+        from .schedule import LR_SCHEDULES
+
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        _check_int("lr_cycles", self.lr_cycles, 1)
         for name in ("lr", "adam_eps", "grad_clip", "ema_inv_gamma", "ema_power"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if not 0.0 <= self.ema_max_decay < 1.0:
-            raise ValueError(f"ema_max_decay must be in [0, 1), got {self.ema_max_decay!r}")
+            if not _is_number(getattr(self, name)) or not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not _is_number(self.ema_max_decay) or not 0.0 <= self.ema_max_decay < 1.0:
+            raise ValueError(f"ema_max_decay must be a number in [0, 1), got {self.ema_max_decay!r}")
+        for name in ("bf16", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise ValueError(f"data_root must be a folder path or null, got {self.data_root!r}")
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
@@ -141,6 +158,11 @@ def _field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
+def _is_number(value: object) -> bool:
+    """A finite int or float (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_int(name: str, value: object, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -152,7 +174,10 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any], where: str) -> dic
     for key, value in update.items():
         if key not in out:
             raise ValueError(f"unknown key {where}.{key}; known: {sorted(out)}")
-        if isinstance(out[key], dict) and isinstance(value, dict):
+        if isinstance(out[key], dict) and not isinstance(value, dict):
+            raise ValueError(f"{where}.{key} must be a mapping of its fields ({', '.join(sorted(out[key]))}), "
+                             f"got {value!r}")
+        if isinstance(out[key], dict):
             out[key] = _deep_merge(out[key], value, f"{where}.{key}")
         else:
             out[key] = copy.deepcopy(value)
@@ -162,10 +187,14 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any], where: str) -> dic
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping of TrainConfig fields; FileNotFoundError/ValueError with the reason."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise ValueError(f"--config {str(p)!r} is not a file, expected a YAML file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config {str(p)!r} is not a text file (expected YAML): {exc}") from exc
     except yaml.YAMLError as exc:
         raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
     if data is None:
@@ -184,6 +213,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value) if any(c.isdigit() for c in value) else value  # "1e-4": YAML 1.1 says str
     return [part.strip() for part in key.split(".")], value
 
 

@@ -15,7 +15,9 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "broadcast_object", "all_gather_object",
-           "mean_over_ranks", "barrier", "shutdown"]
+           "mean_over_ranks", "max_over_ranks", "barrier", "shutdown"]
+
+_CPU_GROUP: list = []  # a gloo group for small CPU-side collectives under NCCL, created on first use
 
 
 @dataclass(frozen=True)
@@ -38,22 +40,28 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> this process's GPU when CUDA is available, else CPU; "cuda" -> cuda:local_rank."""
+    """"auto" -> this process's GPU when CUDA is available, else CPU; "cuda" -> cuda:local_rank.
+
+    The one device check of the commands (train, predict, demo): ValueError naming --device
+    for an unknown device, for CUDA without a usable GPU and for a GPU index that does not exist.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from exc
+        raise ValueError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
+            raise ValueError(f"--device {name!r}: CUDA is not available (no usable GPU); use --device cpu or auto")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         if device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device} does not exist ({torch.cuda.device_count()} GPUs visible)")
+            raise ValueError(f"--device {name!r}: {device} does not exist ({torch.cuda.device_count()} GPUs visible)")
     elif device.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu' or a CUDA device, got {name!r}")
+        raise ValueError(f"--device must be 'auto', 'cpu' or a CUDA device, got {name!r}")
     return device
 
 
@@ -106,6 +114,17 @@ def mean_over_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values / info.world_size
 
 
+def max_over_ranks(value: int, info: DistInfo) -> int:
+    """The largest ``value`` over ranks, reduced on the CPU (no device sync: cheap at every step)."""
+    if not info.distributed:
+        return value
+    if not _CPU_GROUP:
+        _CPU_GROUP.append(dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None)
+    box = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_CPU_GROUP[0])
+    return int(box.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier(device_ids=[info.device.index] if info.device.type == "cuda" else None)
@@ -115,3 +134,4 @@ def shutdown(info: DistInfo) -> None:
     """Leave the process group if this module created it."""
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+        _CPU_GROUP.clear()

@@ -1,5 +1,8 @@
 """The training loop: official STDiff objective, AdamW, cosine LR with warm-up, EMA, checkpoints.
 
+SIGTERM / SIGINT stop training at the next step boundary (all ranks agree) after saving a
+checkpoint, then :class:`.signals.TrainingInterrupted` is raised (see :mod:`.signals`).
+
 Outputs under ``config.out``: ``checkpoints/step-XXXXXXX/`` (training state, see
 :mod:`.state`), ``export/`` (config.json + model.safetensors with the EMA weights, loadable by
 :func:`stdiff.checkpoint.load_pretrained`), ``logs/`` (CSV, TensorBoard), ``previews/`` (GIFs)
@@ -20,13 +23,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import save_pretrained
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, check_output_dir
 from ..models import STDiff
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object, init_distributed,
-                          mean_over_ranks, shutdown)
+                          max_over_ranks, mean_over_ranks, shutdown)
 from .ema import EMA
 from .logging import TrainLogger, save_preview
+from .schedule import cosine_with_warmup, make_schedule
+from .signals import StopRequest, TrainingInterrupted, signal_name
 from .state import (TrainingState, capture_rng, checkpoint_name, find_latest_valid, list_checkpoints,
                     load_state, prune_checkpoints, remove_partial, restore_rng, save_state)
 from .stream import batch_stream
@@ -56,19 +61,6 @@ class _LossModule(nn.Module):
         return self.model.training_loss(observed, future, generator=generator)
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
-                       ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from 0 over ``warmup_steps``, then a half cosine from the base LR to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def build_train_data(cfg: TrainConfig, split: str = "train", num_videos: int | None = None):
     """The clip dataset for ``cfg``'s data and model (To + Tp frames at the model's size/channels)."""
     from ..data import build_dataset
@@ -93,6 +85,7 @@ def _preview_clips(cfg: TrainConfig, train_set) -> Tensor:
 
 
 def _check_out_dir(cfg: TrainConfig) -> None:
+    check_output_dir(cfg.out_dir, "--out")
     if not cfg.resume and list_checkpoints(cfg.out_dir / "checkpoints"):
         raise ValueError(
             f"{str(cfg.out_dir)!r} already holds training checkpoints: pass --resume to continue, "
@@ -111,7 +104,7 @@ class _Trainer:
         self.ema = EMA(self.model, cfg.ema_max_decay, cfg.ema_power, cfg.ema_inv_gamma)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
-        self.scheduler = cosine_with_warmup(self.optimizer, cfg.warmup(), cfg.steps)
+        self.scheduler = make_schedule(cfg.lr_schedule, self.optimizer, cfg.warmup(), cfg.steps, cfg.lr_cycles)
         self.generator = torch.Generator(info.device).manual_seed(cfg.seed * 1_000_003 + info.rank)
         self.step = 0
 
@@ -132,7 +125,7 @@ class _Trainer:
             )
             root = self.cfg.out_dir / "checkpoints"
             path = save_state(root, state)
-            prune_checkpoints(root, self.cfg.keep_last)
+            prune_checkpoints(root, self.cfg.keep_last, upto=self.step)
         barrier(self.info)
         return path
 
@@ -146,13 +139,20 @@ class _Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load the latest valid checkpoint chosen by rank 0; False when there is none."""
+        """Load the latest valid checkpoint chosen by rank 0; False when there is none.
+
+        Raises ValueError (on every rank) when every checkpoint is corrupt."""
         root = self.cfg.out_dir / "checkpoints"
-        state = None
+        state, error = None, None
         if self.info.is_main:
             remove_partial(root)
-            state = find_latest_valid(root)
-        path = broadcast_object(None if state is None else str(state.path), self.info)
+            try:
+                state = find_latest_valid(root)
+            except ValueError as exc:
+                error = str(exc)
+        path, error = broadcast_object((None if state is None else str(state.path), error), self.info)
+        if error is not None:
+            raise ValueError(error)
         if path is None:
             return False
         if state is None:
@@ -247,33 +247,42 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     trainer.model.train()
     tick, ticked = time.perf_counter(), trainer.step
     window = torch.zeros(2, device=info.device)  # sums of loss and grad norm since the last log row
+    saved = -1  # step of the last checkpoint written by this run
     try:
-        while trainer.step < cfg.steps:
-            loss, grad_norm, lr = trainer.train_step(net, batches)
-            window += torch.stack([loss, grad_norm.to(window.dtype)])
-            logger.advance()
-            step = trainer.step
-            log = step % cfg.log_every == 0 or step == cfg.steps
-            save, export = _due(step, cfg.save_every, cfg.steps), _due(step, cfg.export_every, cfg.steps)
-            if log or save or export:  # the only host-device syncs: never write a diverged model
-                mean_loss, mean_norm = (mean_over_ranks(window, info) / (step - ticked)).tolist()
-                if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"loss is {mean_loss} at step {step}; lower --lr or disable --bf16")
-            if log:
-                now = time.perf_counter()
-                speed = clips_per_step * (step - ticked) / max(now - tick, 1e-9)
-                losses.append((step, mean_loss))
-                logger.log(step, mean_loss, lr, mean_norm, speed)
-                tick, ticked = now, step
-                window.zero_()
-            if save:
-                trainer.save()
-            if export:
-                trainer.export()
-            if preview is not None and _due(step, cfg.preview_every, cfg.steps):
-                save_preview(trainer.ema.model, preview, trainer.model_config.num_observed,
-                             out / "previews" / f"{checkpoint_name(step)}.gif", cfg.preview_sampler,
-                             cfg.preview_steps, cfg.seed)
+        with StopRequest() as stop:
+            while trainer.step < cfg.steps:
+                loss, grad_norm, lr = trainer.train_step(net, batches)
+                window += torch.stack([loss, grad_norm.to(window.dtype)])
+                logger.advance()
+                step = trainer.step
+                log = step % cfg.log_every == 0 or step == cfg.steps
+                save, export = _due(step, cfg.save_every, cfg.steps), _due(step, cfg.export_every, cfg.steps)
+                if log or save or export:  # the only host-device syncs: never write a diverged model
+                    mean_loss, mean_norm = (mean_over_ranks(window, info) / (step - ticked)).tolist()
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(f"loss is {mean_loss} at step {step}; lower --lr or disable --bf16")
+                if log:
+                    now = time.perf_counter()
+                    speed = clips_per_step * (step - ticked) / max(now - tick, 1e-9)
+                    losses.append((step, mean_loss))
+                    logger.log(step, mean_loss, lr, mean_norm, speed)
+                    tick, ticked = now, step
+                    window.zero_()
+                if save:
+                    trainer.save()
+                    saved = step
+                if export:
+                    trainer.export()
+                if preview is not None and _due(step, cfg.preview_every, cfg.steps):
+                    save_preview(trainer.ema.model, preview, trainer.model_config.num_observed,
+                                 out / "previews" / f"{checkpoint_name(step)}.gif", cfg.preview_sampler,
+                                 cfg.preview_steps, cfg.seed)
+                signum = max_over_ranks(stop.signum, info)  # every rank stops at the same step
+                if signum:
+                    if saved != step:
+                        trainer.save()
+                    logger.write(f"stopped by {signal_name(signum)} at step {step}: checkpoint saved")
+                    raise TrainingInterrupted(signum, step, out / "checkpoints" / checkpoint_name(step))
     finally:
         logger.close()
     return TrainResult(trainer.model, trainer.ema.model, trainer.step, out / "export", losses)

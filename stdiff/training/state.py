@@ -2,10 +2,12 @@
 
 Each checkpoint folder holds ``model.safetensors`` (raw weights), ``ema.safetensors`` (EMA
 weights), ``optimizer.pt`` (AdamW state), ``trainer.pt`` (LR scheduler, EMA counter, RNG
-states of every rank) and ``state.json`` (step, world size, model and training configs). The
-folder is written under a temporary name and renamed into place, so a crash while saving
-leaves either the complete new folder or nothing. Loading checks every file; a corrupt
-checkpoint is skipped with a warning in favour of the previous one.
+states of every rank) and ``state.json`` (step, world size, model and training configs, and the
+SHA-256 of every other file). The folder is written under a temporary name and renamed into
+place, so a crash while saving leaves either the complete new folder or nothing. Loading
+verifies the checksums and reads every file; on resume a corrupt checkpoint is skipped with a
+warning in favour of the previous one, and when every checkpoint is corrupt resuming stops
+with an error naming them. Pruning never deletes checkpoints newer than the one just written.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..fileio import atomic_dir
+from ..fileio import atomic_dir, checksums, verify_checksums
 
 __all__ = ["TrainingState", "save_state", "load_state", "list_checkpoints", "find_latest_valid",
            "prune_checkpoints", "remove_partial", "capture_rng", "restore_rng", "checkpoint_name"]
 
 FORMAT = {"format": "stdiff-train-state", "version": 1}
 _NAME = re.compile(r"^step-(\d{7,})$")
+_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "trainer.pt")
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError,
                 SafetensorError)
 
@@ -97,8 +100,9 @@ def save_state(root: str | os.PathLike, state: TrainingState) -> Path:
         torch.save(state.optimizer, tmp / "optimizer.pt")
         torch.save({"scheduler": state.scheduler, "ema_updates": state.ema_updates, "rng": state.rng},
                    tmp / "trainer.pt")
-        (tmp / "state.json").write_text(json.dumps({**FORMAT, "step": state.step, **state.meta}, indent=2))
-        for name in ("model.safetensors", "ema.safetensors", "optimizer.pt", "trainer.pt", "state.json"):
+        meta = {**FORMAT, "step": state.step, **state.meta, "checksums": checksums(tmp, _FILES)}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+        for name in (*_FILES, "state.json"):
             _fsync(tmp / name)
     return final
 
@@ -112,6 +116,8 @@ def load_state(path: str | os.PathLike) -> TrainingState:
         meta = json.loads((p / "state.json").read_text())
         if meta.get("format") != FORMAT["format"]:
             raise ValueError(f"state.json format is {meta.get('format')!r}, expected {FORMAT['format']!r}")
+        if "checksums" in meta:  # checkpoints written before checksums were recorded load unchecked
+            verify_checksums(p, meta["checksums"])
         trainer = torch.load(p / "trainer.pt", map_location="cpu", weights_only=True)
         state = TrainingState(
             step=int(meta["step"]),
@@ -121,7 +127,7 @@ def load_state(path: str | os.PathLike) -> TrainingState:
             optimizer=torch.load(p / "optimizer.pt", map_location="cpu", weights_only=True),
             scheduler=trainer["scheduler"],
             rng=list(trainer["rng"]),
-            meta={k: v for k, v in meta.items() if k not in ("format", "version", "step")},
+            meta={k: v for k, v in meta.items() if k not in ("format", "version", "step", "checksums")},
             path=p,
         )
     except _LOAD_ERRORS as exc:
@@ -141,20 +147,31 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
 
 
 def find_latest_valid(root: str | os.PathLike) -> TrainingState | None:
-    """The newest loadable checkpoint under ``root`` (warning about each corrupt newer one), or None."""
+    """The newest loadable checkpoint under ``root`` (warning about each corrupt newer one), or None
+    when there is no checkpoint. Raises ValueError naming them when every checkpoint is corrupt."""
+    corrupt = []
     for path in reversed(list_checkpoints(root)):
         try:
             return load_state(path)
         except ValueError as exc:
+            corrupt.append(path.name)
             warnings.warn(f"skipping corrupt checkpoint: {exc}", RuntimeWarning, stacklevel=2)
+    if corrupt:
+        raise ValueError(f"every checkpoint in {str(root)!r} is corrupt ({', '.join(reversed(corrupt))}): "
+                         "nothing to resume from; move them away to start afresh")
     return None
 
 
-def prune_checkpoints(root: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` checkpoints; returns the deleted folders."""
+def prune_checkpoints(root: str | os.PathLike, keep_last: int, upto: int | None = None) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints at steps <= ``upto`` (all when None);
+    returns the deleted folders. Newer ones (left by an earlier run, skipped as corrupt on
+    resume) are kept, so the checkpoint just written is never deleted."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-    old = list_checkpoints(root)[:-keep_last]
+    listed = list_checkpoints(root)
+    if upto is not None:
+        listed = [p for p in listed if int(_NAME.match(p.name).group(1)) <= upto]
+    old = listed[:-keep_last]
     for path in old:
         doomed = path.with_name(f".{path.name}.deleting")
         os.replace(path, doomed)  # out of the listing at once, even if rmtree is interrupted

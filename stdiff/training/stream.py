@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .signals import ignore_stop_signals
+
 __all__ = ["SeededClips", "ShardedBatches", "batch_stream"]
 
 _MIX = 0x9E3779B97F4A7C15
@@ -70,5 +72,6 @@ def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int, world_
     loader = DataLoader(
         SeededClips(dataset, seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
         persistent_workers=False, prefetch_factor=4 if workers else None,
+        worker_init_fn=ignore_stop_signals if workers else None,
     )
     return iter(loader)
