@@ -56,18 +56,6 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def resolve_device(name: str):
-    """"auto" -> cuda when available, else cpu; anything else as torch.device."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a device: {exc}") from exc
-
-
 def _train_model(args: argparse.Namespace, out: Path, device):
     """Short training with the shipped checkpoint's recipe (when none is shipped); returns the EMA model."""
     from ..training import TrainConfig, train
@@ -111,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import SyntheticMovingDigits
+    from ..training.distributed import resolve_device
 
     videos, samples = (min(args.videos, 2), min(args.samples, 2)) if args.fast else (args.videos, args.samples)
     sampler = args.sampler or ("ddim" if args.fast else "ddpm")

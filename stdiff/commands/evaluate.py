@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
     from ..evaluation import Evaluator
     from ..predictor import Predictor
-    from .demo import resolve_device
+    from ..training.distributed import resolve_device
 
     for name in ("samples", "batch_size"):
         if getattr(args, name) < 1:
