@@ -124,20 +124,29 @@ def _fixed_path(t0: float, t_end: float, rows: int, dim: int, seed: int) -> _Fix
     return _FixedBrownian(knots, torch.cat([torch.zeros(1, rows, dim), steps.cumsum(0)]))
 
 
-@settings(max_examples=6, deadline=None)
-@given(
+_SOLVER_CASES = dict(
     method=st.sampled_from(["euler_heun", "euler"]),
-    t0=st.sampled_from([1.0, 4.0]),
+    t0=st.sampled_from([1.0, 2.0, 4.0]),
     offsets=st.lists(st.floats(0.05, 1.3), min_size=1, max_size=4, unique=True),
 )
-def test_exact_grid_state_is_torchsde_solved_to_that_time_alone(method, t0, offsets):
-    """Each query's state equals torchsde (float64 times, same path) asked for that time only."""
+
+
+def _solver_case(method: str, t0: float, offsets: list[float], path_seed: int):
+    """(sde, times, y0 (2, 4, 3, 3), a Brownian path to times[-1] + 0.1, torchsde's view of the sde)."""
     sde = _randomised_sde(method)
     times = sorted(t0 + o for o in offsets)
     y0 = torch.randn(2, 4, 3, 3)
-    bm = _fixed_path(t0, times[-1], 2, 36, seed=0)
-    ours = sde.solve(y0, t0, times, bm=bm)
+    bm = _fixed_path(t0, times[-1] + 0.1, 2, 36, seed=path_seed)
     wrapper = _TorchsdeWrapper(sde, (4, 3, 3), "stratonovich" if method == "euler_heun" else "ito")
+    return sde, times, y0, bm, wrapper
+
+
+@settings(max_examples=6, deadline=None)
+@given(**_SOLVER_CASES)
+def test_exact_grid_state_is_torchsde_solved_to_that_time_alone(method, t0, offsets):
+    """Each query's state equals torchsde (float64 times, same path) asked for that time only."""
+    sde, times, y0, bm, wrapper = _solver_case(method, t0, offsets, path_seed=0)
+    ours = sde.solve(y0, t0, times, bm=bm)
     with torch.no_grad():
         for t, state in zip(times, ours):
             ts = torch.tensor([t0, t], dtype=torch.float64)
@@ -146,20 +155,12 @@ def test_exact_grid_state_is_torchsde_solved_to_that_time_alone(method, t0, offs
 
 
 @settings(max_examples=6, deadline=None)
-@given(
-    method=st.sampled_from(["euler_heun", "euler"]),
-    t0=st.sampled_from([2.0, 4.0]),
-    offsets=st.lists(st.floats(0.05, 1.3), min_size=1, max_size=4, unique=True),
-)
+@given(**_SOLVER_CASES)
 def test_torchsde_grid_matches_torchsde_with_float32_times(method, t0, offsets):
     """grid="torchsde": torchsde.sdeint's loop on float32 ts, interpolating between steps."""
-    sde = _randomised_sde(method)
-    times = sorted(t0 + o for o in offsets)
-    y0 = torch.randn(2, 4, 3, 3)
-    bm = _fixed_path(t0, times[-1] + 0.1, 2, 36, seed=1)
+    sde, times, y0, bm, wrapper = _solver_case(method, t0, offsets, path_seed=1)
     ours = sde.solve(y0, t0, times, bm=bm, grid="torchsde")
     ts = torch.tensor([t0, *times], dtype=torch.float32)
-    wrapper = _TorchsdeWrapper(sde, (4, 3, 3), "stratonovich" if method == "euler_heun" else "ito")
     with torch.no_grad():
         theirs = torchsde.sdeint(wrapper, y0.flatten(1), ts, bm=bm, method=method, dt=sde.dt)
     torch.testing.assert_close(ours.flatten(2), theirs[1:], atol=1e-6, rtol=1e-6)
