@@ -30,6 +30,7 @@ from stdiff.checkpoint import load_pretrained, save_pretrained
 from stdiff.commands import convert_official
 from stdiff.config import MotionConfig, SDEConfig, STDiffConfig, UNetConfig, preset
 from stdiff.models import STDiff
+from stdiff.models.sde import torchsde_grid
 from stdiff.official import (
     architecture_differences,
     config_from_official,
@@ -613,7 +614,7 @@ def test_parity_one_sde_step(parity, method):
     else:  # torchsde Euler (Ito)
         ref = y + f * dt + g * dw[0]
     with torch.no_grad():
-        out = model.sde.solve(y, 2.0, [2.0 + dt], dW=dw, method=method)
+        out = model.sde.solve(y, 2.0, [2.0 + dt], bm=lambda ta, tb: dw[0], method=method)
     assert_rel(out[0], ref)
 
 
@@ -658,19 +659,19 @@ class _GivenIncrements(torchsde.BaseBrownian):
 @pytest.mark.parametrize("method, sde_type", [("euler_heun", "stratonovich"), ("euler", "ito")])
 def test_parity_sde_solve_against_torchsde(parity, method, sde_type):
     """Several steps with off-grid outputs, against torchsde.sdeint as the official code calls it
-    (times in float64 here: the official float32 times shift the grid, see the README)."""
+    (float32 times, interpolated outputs): our grid="torchsde" mode, same increments."""
     official, model, _, gen = parity
     y0 = torch.randn(2, 32, 4, 4, generator=gen)
     times = [3.25, 3.5]
-    n_steps = model.sde.num_steps(3.0, times)
+    n_steps = len(torchsde_grid(3.0, times, 0.1)[0]) - 1
     dw = (math.sqrt(0.1) * torch.randn(n_steps, 2, 32, 4, 4, generator=gen))
-    bm = _GivenIncrements(dw.flatten(2))
-    ts = torch.tensor([3.0, *times], dtype=torch.float64)
+    bm, ours_bm = _GivenIncrements(dw.flatten(2)), _GivenIncrements(dw.flatten(2))
+    ts = torch.tensor([3.0, *times], dtype=torch.float32)
     with torch.no_grad():
         ref = torchsde.sdeint(_OfficialDiffUnet(official, sde_type, (32, 4, 4)), y0.flatten(1), ts, bm=bm,
                               method=method, dt=0.1, adaptive=False)[1:]
-        ours = model.sde.solve(y0, 3.0, times, dW=dw, method=method)
-    assert bm.calls == n_steps == 5
+        ours = model.sde.solve(y0, 3.0, times, bm=ours_bm, method=method, grid="torchsde")
+    assert bm.calls == ours_bm.calls == n_steps
     assert_rel(ours.flatten(2), ref)
 
 

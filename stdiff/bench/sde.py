@@ -191,10 +191,13 @@ def _case_rows(case: Case, batch: int, plan_name: str, plan: Plan, device: torch
     times = [t0 + k for k in range(1, case.frames + 1)]
     gen = torch.Generator(device=device).manual_seed(batch)
     y0 = torch.randn(shape, generator=gen, device=device)
-    dw = sde.brownian_increments(y0, t0, times, gen)
+    grid = time_grid(t0, times[-1], sde.dt)
+    dw = torch.randn((len(grid) - 1, *shape), generator=gen, device=device)
+    dw *= grid.diff().sqrt().to(device=device, dtype=dw.dtype).view(-1, 1, 1, 1, 1)
+    bm = GridBrownian(grid.tolist(), dw.flatten(2))
     solvers: dict[str, Callable[[], Tensor]] = {
         "torchsde": lambda: torchsde_solve(sde, y0, t0, times, dw),
-        "stdiff": lambda: sde.solve(y0, t0, times, dW=dw),
+        "stdiff": lambda: sde.solve(y0, t0, times, bm=bm),
     }
     with torch.no_grad():
         reference = solvers["torchsde"]()

@@ -1,15 +1,27 @@
-"""Motion SDE: drift/diffusion nets and fixed-step solvers with outputs at any query times (DESIGN.md §1.3)."""
+"""Motion SDE: drift/diffusion nets and fixed-step solvers with outputs at any query times.
+
+Two time grids (``grid=``): "exact" (default) steps on t0 + k dt and reaches each off-grid query
+by a side step from the grid point before it, with a Brownian-bridge increment consistent with
+that step (:mod:`stdiff.models.brownian`), so a query's state does not depend on the other times
+asked; "torchsde" reproduces ``torchsde.sdeint``'s fixed-step loop as the official code calls it
+(float32 times, linear interpolation at the queries).
+"""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .. import ops
+from .brownian import BrownianPath, ExternalPath, GeneratorNormals, KeyedPath, NoiseSource, PhiloxNormals
 
-__all__ = ["SDEFuncNet", "MotionSDE", "time_grid"]
+__all__ = ["SDEFuncNet", "MotionSDE", "time_grid", "torchsde_grid", "METHODS", "GRIDS"]
+
+METHODS = ("euler_heun", "euler", "ode")
+GRIDS = ("exact", "torchsde")
+_TOL = 1e-9
 
 
 class SDEFuncNet(nn.Module):
@@ -50,21 +62,47 @@ def time_grid(t0: float, t_end: float, dt: float) -> Tensor:
     return torch.tensor(grid, dtype=torch.float64)
 
 
+
+def _grid_index(t0: float, t: float, dt: float) -> tuple[int, bool]:
+    """(k, on_grid): t == t0 + k dt (to 1e-9 relative), or t inside step k (t0 + k dt, t0 + (k+1) dt)."""
+    n = round((t - t0) / dt)
+    if abs(t0 + n * dt - t) <= _TOL * max(1.0, abs(t)):
+        return n, True
+    return math.floor((t - t0) / dt), False
+
+
+def torchsde_grid(t0: float, times: Sequence[float], dt: float) -> tuple[Tensor, list[int]]:
+    """``torchsde.sdeint``'s fixed-step times for float32 ``ts = [t0, *times]`` (the official call).
+
+    Returns the (K + 1,) float32 step times (accumulated ``t + dt`` in float32, the last step
+    clipped to ``times[-1]``) and, per query, the index of the step time at or after it.
+    """
+    ts = torch.tensor([t0, *times], dtype=torch.float32)
+    points, after = [ts[0]], []
+    for out_t in ts[1:]:
+        while points[-1] < out_t:
+            points.append(torch.minimum(points[-1] + dt, ts[-1]))
+        after.append(len(points) - 1)
+    return torch.stack(points), after
+
+
 class MotionSDE(nn.Module):
     """Drift f and diffusion g = tanh(net_g) on the motion state, with fixed-step solvers.
 
     Methods: ``euler_heun`` (Stratonovich, official default), ``euler`` (Euler-Maruyama, Ito: a
     different SDE unless g is constant, one g evaluation per step instead of two) and ``ode`` (g = 0).
+    ``grid``: "exact" or "torchsde" (see the module docstring and :meth:`solve`).
     """
 
     def __init__(self, channels: int, n_layers: int = 2, method: str = "euler_heun", dt: float = 0.1,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", grid: str = "exact") -> None:
         super().__init__()
         self.drift = SDEFuncNet(channels, n_layers)
         self.diffusion = SDEFuncNet(channels, n_layers)
         self.method = method
         self.dt = dt
         self.backend = backend
+        self.grid = grid
 
     def f(self, y: Tensor) -> Tensor:
         """Drift f(y)."""
@@ -74,21 +112,8 @@ class MotionSDE(nn.Module):
         """Diffusion g(y) = tanh(net_g(y)), one Brownian motion per element."""
         return torch.tanh(self.diffusion(y))
 
-    def num_steps(self, t0: float, times: Sequence[float]) -> int:
-        """Number of solver steps for :meth:`solve` (leading size of its ``dW``)."""
-        return len(time_grid(float(t0), float(max(times)), self.dt)) - 1
-
-    def brownian_increments(self, y0: Tensor, t0: float, times: Sequence[float],
-                            generator: torch.Generator | None = None) -> Tensor:
-        """Draw (K, *y0.shape) increments ``sqrt(step) N(0, 1)`` for the grid of :meth:`solve`."""
-        grid = time_grid(float(t0), float(max(times)), self.dt)
-        steps = (grid[1:] - grid[:-1]).sqrt().to(dtype=y0.dtype)
-        noise = torch.randn((len(steps), *y0.shape), generator=generator, dtype=y0.dtype,
-                            device=generator.device if generator is not None else y0.device)
-        noise = noise.to(y0.device)
-        return noise * steps.to(y0.device).view(-1, *([1] * y0.dim()))
-
     def _step(self, y: Tensor, dt: float, dW: Tensor | None, seed: int | None, k: int, method: str) -> Tensor:
+        """One step of size dt with increment dW (None: in-op Philox stream (seed, offset=k))."""
         f = self.drift(y)
         if method == "ode":
             return y + f * dt
@@ -105,42 +130,105 @@ class MotionSDE(nn.Module):
         y0: Tensor,
         t0: float,
         times: Sequence[float],
-        dW: Tensor | None = None,
         generator: torch.Generator | None = None,
+        noise: NoiseSource | None = None,
         seed: int | None = None,
+        bm: Callable[..., Tensor] | None = None,
         method: str | None = None,
+        grid: str | None = None,
     ) -> Tensor:
         """Integrate from ``y0`` (N, F, H, W) at time t0 and return the states at ``times`` (T, N, F, H, W).
 
-        ``times``: strictly increasing, all > t0 (any real values: off-grid ones are linearly
-        interpolated between the surrounding steps). Noise: ``dW`` (K, N, F, H, W) with K =
-        :meth:`num_steps`; else drawn from ``generator``; or, with ``seed``, drawn inside the fused
-        step ops (Philox, never stored).
+        ``times``: strictly increasing, all > t0, any real values. ``grid`` (default ``self.grid``):
+        "exact" steps on t0 + k dt; a query between grid points is a side step from the grid point
+        before it, driven by a Brownian-bridge increment consistent with that step, so the main
+        path and every other query are unchanged by it. "torchsde": torchsde's fixed-step loop on
+        float32 times with linear interpolation at the queries (official parity).
+
+        Noise, at most one of: ``generator`` (default: the global RNG) draws all step increments
+        first, in step order, then the bridge normals: the same call reproduces, and the main path
+        (so every on-grid query) is unchanged by off-grid queries inside the steps it covers.
+        ``noise``: an addressable source, ``noise.randn(key, shape, dtype)`` -> (N, *shape) with
+        key (0, k) for step k's increment and (1, k, node) for its bridge: then each query's state
+        depends only on its own time and row, not on the other times or rows asked. ``seed``: step
+        k draws Philox stream (seed, offset=k) inside the fused ops (never stored); off-grid
+        queries regenerate it with ``ops.philox_normal`` (bridge offsets: ``brownian.philox_offset``).
+        ``bm``: an external Brownian path ``bm(ta, tb) -> W(tb) - W(ta)`` (a callable or a torchsde
+        Brownian object; any shape with N*F*H*W elements), queried once per step and per off-grid
+        query, as torchsde queries it in "torchsde" mode.
         """
-        method = method or self.method
-        if method not in ("euler_heun", "euler", "ode"):
-            raise ValueError(f"method must be 'euler_heun', 'euler' or 'ode', got {method!r}")
+        method = self.method if method is None else method
+        grid = self.grid if grid is None else grid
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if grid not in GRIDS:
+            raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
         times = [float(t) for t in times]
         if not times:
             raise ValueError("times must not be empty")
         if any(b <= a for a, b in zip(times, times[1:])) or times[0] <= t0:
             raise ValueError(f"times must be strictly increasing and > t0={t0}, got {times}")
-        grid = time_grid(float(t0), times[-1], self.dt).tolist()
-        n_steps = len(grid) - 1
-        if method != "ode":
-            if dW is not None:
-                if tuple(dW.shape) != (n_steps, *y0.shape):
-                    raise ValueError(f"dW must have shape {(n_steps, *tuple(y0.shape))} for these times, got {tuple(dW.shape)}")
-            elif seed is None:
-                dW = self.brownian_increments(y0, t0, times, generator)
+        given = [name for name, value in (("generator", generator), ("noise", noise), ("seed", seed), ("bm", bm))
+                 if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of generator, noise, seed, bm; got {', '.join(given)}")
+        solver = self._solve_exact if grid == "exact" else self._solve_torchsde
+        return solver(y0, float(t0), times, method, lambda n_steps: self._path(
+            y0, n_steps, method, generator, noise, seed, bm))
+
+    @staticmethod
+    def _path(y0: Tensor, n_steps: int, method: str, generator: torch.Generator | None,
+              noise: NoiseSource | None, seed: int | None, bm: Callable[..., Tensor] | None) -> BrownianPath | None:
+        """The Brownian path of one solve over ``n_steps`` main steps (None for the ODE)."""
+        if method == "ode":
+            return None
+        if bm is not None:
+            return ExternalPath(bm, y0.shape, y0.dtype, y0.device)
+        if seed is not None:
+            return KeyedPath(PhiloxNormals(seed, y0.shape[0], y0.device), y0.shape, y0.dtype, y0.device,
+                             in_op_seed=seed)
+        if noise is None:
+            noise = GeneratorNormals(generator, n_steps, y0.shape, y0.dtype, y0.device)
+        elif not callable(getattr(noise, "randn", None)):
+            raise TypeError(f"noise must have a randn(key, shape, dtype) method, got {type(noise).__name__}")
+        return KeyedPath(noise, y0.shape, y0.dtype, y0.device)
+
+    def _advance(self, y: Tensor, k: int, ta: float | Tensor, tb: float | Tensor, path: BrownianPath | None,
+                 method: str) -> Tensor:
+        """Main step k over [ta, tb] (floats, or torchsde's float32 0-dim tensors)."""
+        dW = None if path is None else path.increment(k, ta, tb)
+        return self._step(y, float(tb - ta), dW, None if path is None else path.seed, k, method)
+
+    def _solve_exact(self, y0: Tensor, t0: float, times: list[float], method: str,
+                     make_path: Callable[[int], BrownianPath | None]) -> Tensor:
+        located = [_grid_index(t0, t, self.dt) for t in times]
+        n_steps = max(k if on_grid else k + 1 for k, on_grid in located)
+        step_times = time_grid(t0, t0 + n_steps * self.dt, self.dt).tolist()
+        path = make_path(n_steps)
         outputs: list[Tensor] = []
-        y, query = y0, 0
-        for k in range(n_steps):
-            t_a, t_b = grid[k], grid[k + 1]
-            y_next = self._step(y, t_b - t_a, None if dW is None else dW[k], seed, k, method)
-            while query < len(times) and times[query] <= t_b + 1e-9:
-                w = (times[query] - t_a) / (t_b - t_a)
-                outputs.append(y_next if w >= 1 - 1e-9 else torch.lerp(y, y_next, w))
-                query += 1
-            y = y_next
+        y, k = y0, 0
+        for t, (kq, on_grid) in zip(times, located):
+            while k < kq:
+                y = self._advance(y, k, step_times[k], step_times[k + 1], path, method)
+                k += 1
+            if on_grid:
+                outputs.append(y)
+                continue
+            ta, tb = step_times[kq], step_times[kq + 1]
+            dW = None if path is None else path.partial(kq, ta, tb, t)
+            outputs.append(self._step(y, t - ta, dW, None, kq, method))
+        return torch.stack(outputs)
+
+    def _solve_torchsde(self, y0: Tensor, t0: float, times: list[float], method: str,
+                        make_path: Callable[[int], BrownianPath | None]) -> Tensor:
+        points, after = torchsde_grid(t0, times, self.dt)
+        path = make_path(len(points) - 1)
+        prev = y = y0
+        k, outputs = 0, []
+        for out_t, j in zip(torch.tensor(times, dtype=torch.float32), after):
+            while k < j:
+                prev, y = y, self._advance(y, k, points[k], points[k + 1], path, method)
+                k += 1
+            t_a, t_b = points[j - 1], points[j]  # torchsde's linear_interp, in its float32 arithmetic
+            outputs.append((t_b - out_t) / (t_b - t_a) * prev + (out_t - t_a) / (t_b - t_a) * y)
         return torch.stack(outputs)
