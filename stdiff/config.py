@@ -10,6 +10,7 @@ from typing import Any
 __all__ = ["MotionConfig", "SDEConfig", "UNetConfig", "STDiffConfig", "PRESETS", "preset", "preset_names"]
 
 SDE_METHODS = ("euler_heun", "euler", "ode")
+SDE_GRIDS = ("exact", "torchsde")
 #: Weightings of the training loss over diffusion steps: "none" (official: plain L1 on the noise) or
 #: "truncated_snr" (L1 on the noise times clamp(sqrt(1 / SNR_t), 1, loss_weight_cap), normalised to mean 1:
 #: the square root, for L1, of Salimans & Ho's truncated-SNR weighting, capped).
@@ -39,6 +40,9 @@ class SDEConfig:
     n_layers: int = 2
     method: str = "euler_heun"
     dt: float = 0.1
+    #: "exact": off-grid frames by Brownian-bridge side steps, independent of the other times asked;
+    #: "torchsde": the official float32 loop with linear interpolation (number-for-number parity).
+    grid: str = "exact"
 
 
 @dataclass
@@ -95,6 +99,8 @@ class STDiffConfig:
             raise ValueError(f"motion.activation must be one of {MOTION_ACTIVATIONS}, got {self.motion.activation!r}")
         if self.sde.method not in SDE_METHODS:
             raise ValueError(f"sde.method must be one of {SDE_METHODS}, got {self.sde.method!r}")
+        if self.sde.grid not in SDE_GRIDS:
+            raise ValueError(f"sde.grid must be one of {SDE_GRIDS}, got {self.sde.grid!r}")
         if not self.sde.dt > 0:
             raise ValueError(f"sde.dt must be > 0, got {self.sde.dt}")
         n_blocks = len(self.unet.block_out_channels)

@@ -15,12 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..config import SDE_GRIDS, SDE_METHODS
 from .brownian import BrownianPath, ExternalPath, GeneratorNormals, KeyedPath, NoiseSource, PhiloxNormals
 
 __all__ = ["SDEFuncNet", "MotionSDE", "time_grid", "torchsde_grid", "METHODS", "GRIDS"]
 
-METHODS = ("euler_heun", "euler", "ode")
-GRIDS = ("exact", "torchsde")
+METHODS, GRIDS = SDE_METHODS, SDE_GRIDS
 _TOL = 1e-9
 
 
