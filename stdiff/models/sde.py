@@ -109,6 +109,7 @@ class MotionSDE(nn.Module):
         generator: torch.Generator | None = None,
         seed: int | None = None,
         method: str | None = None,
+        noise=None,
     ) -> Tensor:
         """Integrate from ``y0`` (N, F, H, W) at time t0 and return the states at ``times`` (T, N, F, H, W).
 
@@ -131,6 +132,10 @@ class MotionSDE(nn.Module):
             if dW is not None:
                 if tuple(dW.shape) != (n_steps, *y0.shape):
                     raise ValueError(f"dW must have shape {(n_steps, *tuple(y0.shape))} for these times, got {tuple(dW.shape)}")
+            elif noise is not None:  # NoiseStreams: step k's increment is sqrt(step) * noise.randn((0, k), ...)
+                steps = [math.sqrt(b - a) for a, b in zip(grid, grid[1:])]
+                dW = torch.stack([noise.randn((0, k), tuple(y0.shape[1:]), y0.dtype).to(y0.device) * h
+                                  for k, h in enumerate(steps)])
             elif seed is None:
                 dW = self.brownian_increments(y0, t0, times, generator)
         outputs: list[Tensor] = []
