@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -219,7 +219,7 @@ class Predictor:
 
     def _autoregress(self, context: Tensor, motion_state: Tensor | None, t_last: float, query: list[float],
                      chunks: list[Chunk], num_samples: int, sampler: str, steps: int, noise: NoiseStreams,
-                     on_frame) -> tuple[Tensor, Tensor]:
+                     on_frame: Callable[[], None]) -> tuple[Tensor, Tensor]:
         """All query frames, chunk by chunk: frames (N, S, T, C, H, W) and motion (N, S, T, F, h, w).
 
         Chunk 0 continues the N videos' context S times; later chunks continue each of the N*S

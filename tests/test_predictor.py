@@ -308,8 +308,8 @@ def test_bad_inputs(fast, kwargs, error, message):
 def test_work_limits_refuse_before_any_work(model):
     """Huge requests fail at once with the limit to raise; a raised limit lets a large one through."""
     p = Predictor(model)
+    p.limits = WorkLimits(max_memory_bytes=1000)
     with pytest.raises(ValueError, match="max_memory_bytes"):
-        p.limits = WorkLimits(max_memory_bytes=1000)
         p.predict(clips(1, 3), num_frames=2, seed=0, **FAST)
     p.limits = WorkLimits(max_frames=4)
     with pytest.raises(ValueError, match=r"denoised frames per trajectory 5, above the limit max_frames=4"):

@@ -39,8 +39,8 @@ class STDiff(nn.Module):
         self.motion_encoder = MotionEncoder(config.channels, config.motion.model_channels, config.motion.n_downs,
                                             config.motion.activation)
         channels = self.motion_encoder.out_channels
-        self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru, backend=backend)
-        self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt, backend=backend)
+        self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru)
+        self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt)
         self.unet = SpadeUNet(**config.unet_kwargs())
         self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_start, config.beta_end)
         self.set_backend(backend)
