@@ -17,7 +17,10 @@ from torch import Tensor
 
 from .fileio import atomic_path
 
-__all__ = ["Prediction", "as_frames", "future_times", "render_grid"]
+__all__ = ["MIN_TIME_GAP", "Prediction", "as_frames", "future_times", "render_grid"]
+
+#: Times closer than this (frame units) would be one frame: query times must be at least this far apart.
+MIN_TIME_GAP = 1e-6
 
 #: Standard deviation shown at full brightness in uncertainty maps (the largest possible
 #: per-pixel std of values in [0, 1]).
@@ -80,8 +83,9 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
     """The query times: ``times`` as given, or ``t_last + k / fps`` for k = 1..num_frames.
 
     times: strictly increasing finite reals, all > t_last (frame units: observed frames are at
-    0, 1, ..., t_last); fractions allowed. Give ``times`` or ``num_frames`` (default
-    ``default_frames``), not both. fps: frames per original frame interval (4 = 4x frame rate).
+    0, 1, ..., t_last), at least :data:`MIN_TIME_GAP` apart and after t_last; fractions allowed.
+    Give ``times`` or ``num_frames`` (default ``default_frames``), not both. fps: frames per
+    original frame interval (4 = 4x frame rate), finite, > 0 and at most 1 / MIN_TIME_GAP.
     """
     if times is not None:
         if num_frames is not None:
@@ -104,13 +108,20 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
         if out[0] <= t_last:
             raise ValueError(f"times must all be after the last observed frame's time {t_last:g} "
                              f"(observed frames are at 0..{t_last:g}), got first time {out[0]:g}")
+        gaps = [b - a for a, b in zip([t_last] + out, out)]
+        if min(gaps) < MIN_TIME_GAP:
+            k = gaps.index(min(gaps))
+            after = f"the last observed time {t_last:g}" if k == 0 else f"time {out[k - 1]!r}"
+            raise ValueError(f"times must be at least {MIN_TIME_GAP:g} frame units apart and after the last "
+                             f"observed time (closer times are one frame), got {out[k]!r} after {after}")
         return out
     n = default_frames if num_frames is None else num_frames
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
     if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps must be a finite number > 0 (frames per original frame interval), got {fps!r}")
+            or not math.isfinite(fps) or not 0 < fps <= 1 / MIN_TIME_GAP:
+        raise ValueError(f"fps must be a finite number in (0, {1 / MIN_TIME_GAP:g}] (frames per original frame "
+                         f"interval; closer frames would be one frame), got {fps!r}")
     return [t_last + k / float(fps) for k in range(1, int(n) + 1)]
 
 

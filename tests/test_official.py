@@ -575,7 +575,7 @@ def parity(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def reference_ops(monkeypatch):
-    monkeypatch.setenv("STDIFF_BACKEND", "reference")
+    monkeypatch.setattr(ops._dispatch, "ENV_BACKEND", "reference")
 
 
 def test_parity_motion_features(parity):
@@ -750,7 +750,8 @@ def test_parity_ddpm_step(index):
     sampler = make_sampler("ddpm", 100, NoiseSchedule(1000, 1e-4, 0.02))
     assert sampler.timesteps.tolist() == _official_timesteps(100)
     t = _official_timesteps(100)[index]
-    ours = sampler.step(eps, t, x, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)) if sampler.needs_noise(t) else None
+    ours = sampler.step(eps, t, x, noise=z)
     assert_rel(ours, ref_ddpm_step(eps, t, x, 100, torch.Generator().manual_seed(7)))
 
 
@@ -762,5 +763,6 @@ def test_parity_ddim_step(index, eta):
     sampler = make_sampler("ddim", 50, NoiseSchedule(1000, 1e-4, 0.02), eta=eta)
     assert sampler.timesteps.tolist() == _official_timesteps(50)
     t = _official_timesteps(50)[index]
-    ours = sampler.step(eps, t, x, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)) if sampler.needs_noise(t) else None
+    ours = sampler.step(eps, t, x, noise=z)
     assert_rel(ours, ref_ddim_step(eps, t, x, 50, eta, torch.Generator().manual_seed(7)))

@@ -121,9 +121,9 @@ def test_integer_tensors_rejected():
 
 
 def test_env_override_and_single_warning(monkeypatch):
-    monkeypatch.setenv("STDIFF_BACKEND", "reference")
+    monkeypatch.setattr(_dispatch, "ENV_BACKEND", "reference")
     assert _dispatch.resolve("auto", "cpu") is reference
-    monkeypatch.delenv("STDIFF_BACKEND")
+    monkeypatch.setattr(_dispatch, "ENV_BACKEND", "auto")
     monkeypatch.setattr(_dispatch, "_warned", set())
     monkeypatch.setitem(_dispatch._MODULES, "cpu", "stdiff.ops._no_such_backend")
     _dispatch._loaded.clear()

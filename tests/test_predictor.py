@@ -14,7 +14,9 @@ from stdiff.checkpoint import save_pretrained
 from stdiff.config import MotionConfig, STDiffConfig, UNetConfig
 from stdiff.models import STDiff
 from stdiff.prediction import Prediction, future_times
-from stdiff.predictor import Predictor, forced_backend, plan_chunks
+from stdiff.noise import NoiseStreams
+from stdiff.planning import WorkLimits, plan_chunks
+from stdiff.predictor import Predictor
 
 # A micro model (16 px, ~40 K parameters) so that every test runs in seconds on 2 CPU cores.
 MICRO = STDiffConfig(
@@ -60,12 +62,12 @@ def model() -> STDiff:
 
 @pytest.fixture(scope="module")
 def fast(model) -> Predictor:
-    return Predictor(copy.deepcopy(model))
+    return Predictor(model)
 
 
 @pytest.fixture(scope="module")
 def reference(model) -> Predictor:
-    return Predictor(copy.deepcopy(model), exact_reference=True)
+    return Predictor(model, exact_reference=True)
 
 
 def clips(n: int = 2, t: int = 3, seed: int = 0) -> torch.Tensor:
@@ -117,7 +119,8 @@ def test_seeds(fast):
     b = fast.predict(x, num_frames=2, num_samples=2, seed=7, **FAST).frames
     c = fast.predict(x, num_frames=2, num_samples=2, seed=8, **FAST).frames
     d = fast.predict(x, num_frames=2, num_samples=2, generator=torch.Generator().manual_seed(7), **FAST).frames
-    assert torch.equal(a, b) and torch.equal(a, d)
+    e = fast.predict(x, num_frames=2, num_samples=2, generator=torch.Generator().manual_seed(7), **FAST).frames
+    assert torch.equal(a, b) and torch.equal(d, e)
     assert (a - c).abs().max() > 1e-2
     assert (a[:, 0] - a[:, 1]).abs().max() > 1e-2  # samples of one video differ
 
@@ -208,22 +211,22 @@ def test_reference_path_is_official_algorithm(model, reference):
     """exact_reference=True gives what STDiff.sample(cache_spade=False) gives for the same seed."""
     x = clips(1, 3)
     out = reference.predict(x, num_frames=2, num_samples=2, seed=4, **FAST).frames
-    with forced_backend("reference"):
-        direct = model.sample(x * 2 - 1, [3.0, 4.0], 2, "ddpm", 3, torch.Generator().manual_seed(4),
-                              cache_spade=False)
+    official = copy.deepcopy(model).set_backend("reference")
+    direct = official.sample(x * 2 - 1, [3.0, 4.0], 2, "ddpm", 3, cache_spade=False,
+                             noise=NoiseStreams.for_videos(4, 1, 2))
     torch.testing.assert_close(out, ((direct + 1) / 2).clamp(0, 1), atol=1e-6, rtol=0)
 
 
 def test_low_precision_unet(model):
-    p = Predictor(copy.deepcopy(model)).to(dtype=torch.bfloat16)
+    p = Predictor(model).to(dtype=torch.bfloat16)
     assert p.model.unet.conv_in.weight.dtype == torch.bfloat16
     assert p.model.conv_gru.gate_conv.weight.dtype == torch.float32  # motion path stays fp32
     out = p.predict(clips(1, 3), num_frames=2, num_samples=2, seed=0, **FAST)
     assert out.frames.dtype == torch.float32 and torch.isfinite(out.frames).all()
-    ref32 = Predictor(copy.deepcopy(model)).predict(clips(1, 3), num_frames=2, num_samples=2, seed=0, **FAST)
+    ref32 = Predictor(model).predict(clips(1, 3), num_frames=2, num_samples=2, seed=0, **FAST)
     assert (out.frames - ref32.frames).abs().mean() < 0.05
     with pytest.raises(ValueError, match="float32 only"):
-        Predictor(copy.deepcopy(model), exact_reference=True).to(dtype=torch.float16)
+        Predictor(model, exact_reference=True).to(dtype=torch.float16)
 
 
 # ---- streaming ---------------------------------------------------------------------------------
@@ -276,6 +279,17 @@ BAD = [
     (dict(fps=0), ValueError, "fps"),
     (dict(num_samples=0), ValueError, "num_samples"),
     (dict(sampler="euler"), ValueError, "sampler must be one of"),
+    (dict(sampler=["ddim"]), ValueError, "sampler must be one of"),
+    (dict(fps=float("nan")), ValueError, "fps must be a finite number"),
+    (dict(fps=1e9), ValueError, "fps must be a finite number in"),
+    (dict(times=[float("nan")]), ValueError, "times must be finite"),
+    (dict(times=[2.0 + 1e-7]), ValueError, "at least 1e-06 frame units apart"),
+    (dict(times=[4.0, 4.0000001]), ValueError, "at least 1e-06 frame units apart"),
+    (dict(times=[1e12]), ValueError, "max_frames"),
+    (dict(fps=1e-300), ValueError, "max_frames"),
+    (dict(num_samples=10_000), ValueError, "max_batch"),
+    (dict(motion_state=torch.zeros(1, 16, 2, 2)), ValueError, "motion_state must be a floating tensor of shape"),
+    (dict(t_last=1.0), ValueError, "t_last must be a number"),
     (dict(steps=0), ValueError, "steps must be an int"),
     (dict(steps=2.5), ValueError, "steps must be an int"),
     (dict(seed=1, generator=torch.Generator()), ValueError, "either seed or generator"),
@@ -291,23 +305,79 @@ def test_bad_inputs(fast, kwargs, error, message):
         fast.predict(**args)
 
 
+def test_work_limits_refuse_before_any_work(model):
+    """Huge requests fail at once with the limit to raise; a raised limit lets a large one through."""
+    p = Predictor(model)
+    p.limits = WorkLimits(max_memory_bytes=1000)
+    with pytest.raises(ValueError, match="max_memory_bytes"):
+        p.predict(clips(1, 3), num_frames=2, seed=0, **FAST)
+    p.limits = WorkLimits(max_frames=4)
+    with pytest.raises(ValueError, match=r"denoised frames per trajectory 5, above the limit max_frames=4"):
+        p.predict(clips(1, 3), num_frames=5, seed=0, **FAST)
+    p.limits = WorkLimits(max_frames=5)
+    assert p.predict(clips(1, 3), num_frames=5, seed=0, **FAST).frames.shape[2] == 5
+    with pytest.raises(ValueError, match="max_batch must be an int >= 1"):
+        WorkLimits(max_batch=0)
+
+
+def test_prefix_stable_samples_videos_and_times(fast):
+    """With a seed, sample s of video v depends on (seed, v, s) only, and a frame does not change
+    when a later query time is added (on the SDE grid; off-grid times need the SDE's bridge)."""
+    x = clips(2, 3)
+    kw = dict(seed=9, return_motion=True, **FAST)
+    eight = fast.predict(x, times=[3.0, 4.0], num_samples=8, **kw)
+    four = fast.predict(x, times=[3.0, 4.0], num_samples=4, **kw)
+    one_video = fast.predict(x[:1], times=[3.0, 4.0], num_samples=4, **kw)
+    later = fast.predict(x, times=[3.0, 4.0, 5.0, 9.0], num_samples=4, **kw)
+    torch.testing.assert_close(eight.frames[:, :4], four.frames, atol=1e-6, rtol=0)
+    torch.testing.assert_close(one_video.frames, four.frames[:1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(later.frames[:, :, :2], four.frames, atol=1e-6, rtol=0)
+    torch.testing.assert_close(later.motion[:, :, :2], four.motion, atol=1e-6, rtol=0)
+
+
+def test_predictor_leaves_the_callers_model_unchanged(model):
+    model.train()
+    before = {k: (v.clone(), v.is_contiguous()) for k, v in model.state_dict().items()}
+    p = Predictor(model)
+    p.predict(clips(1, 3), num_frames=1, seed=0, **FAST)
+    assert model.training and model.backend == "auto"
+    assert all(torch.equal(v, before[k][0]) and v.is_contiguous() == before[k][1]
+               for k, v in model.state_dict().items())
+    assert p.model is not model and p.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    model.eval()
+
+
+def test_two_predictors_with_different_backends_in_threads(model):
+    """exact_reference sets its own model's backend (no process-wide state): a fast and a reference
+    predictor run side by side in threads and give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fast_p, ref_p = Predictor(model), Predictor(model, exact_reference=True)
+    assert ref_p.model.backend == "reference" and fast_p.model.backend == "auto"
+    kw = dict(num_frames=2, num_samples=2, seed=1, **FAST)
+    alone = [fast_p.predict(clips(1, 3), **kw).frames, ref_p.predict(clips(1, 3), **kw).frames]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda p: p.predict(clips(1, 3), **kw).frames, [fast_p, ref_p]))
+    assert all(torch.equal(a, b) for a, b in zip(alone, together))
+
+
 def test_constructor_errors(model, tmp_path):
     with pytest.raises(TypeError, match="STDiff"):
         Predictor(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="compile"):
-        Predictor(copy.deepcopy(model), exact_reference=True, compile=True)
+        Predictor(model, exact_reference=True, compile=True)
     with pytest.raises(FileNotFoundError, match="neither a checkpoint folder nor a preset"):
         Predictor.from_pretrained(tmp_path / "missing")
     with pytest.raises(ValueError, match="not an stdiff checkpoint"):
         Predictor.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="dtype must be"):
-        Predictor(copy.deepcopy(model)).to(dtype=torch.float64)
+        Predictor(model).to(dtype=torch.float64)
 
 
 def test_from_pretrained_round_trip(model, tmp_path):
     save_pretrained(model, tmp_path / "ckpt")
     loaded = Predictor.from_pretrained(tmp_path / "ckpt")
-    direct = Predictor(copy.deepcopy(model))
+    direct = Predictor(model)
     x = clips(1, 3)
     # same weights; only the memory alignment of loaded tensors (vectorised reductions) may differ
     torch.testing.assert_close(loaded.predict(x, num_frames=2, seed=0, **FAST).frames,
@@ -339,13 +409,13 @@ def test_outputs_and_score(fast, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_and_compile_paths_match_reference(model):
-    graphed = Predictor(copy.deepcopy(model)).to("cuda")
-    reference = Predictor(copy.deepcopy(model), exact_reference=True).to("cuda")
+    graphed = Predictor(model).to("cuda")
+    reference = Predictor(model, exact_reference=True).to("cuda")
     x = clips(2, 3)
     kw = dict(num_frames=4, num_samples=2, sampler="ddpm", steps=5, seed=0, progress=False)
     a, b = graphed.predict(x, **kw), reference.predict(x, **kw)
     torch.testing.assert_close(a.frames, b.frames, atol=1e-3, rtol=0)
-    bf16 = Predictor(copy.deepcopy(model)).to("cuda", torch.bfloat16).predict(x, **kw)
+    bf16 = Predictor(model).to("cuda", torch.bfloat16).predict(x, **kw)
     assert torch.isfinite(bf16.frames).all()
-    compiled = Predictor(copy.deepcopy(model), compile=True).to("cuda").predict(x, **kw)
+    compiled = Predictor(model, compile=True).to("cuda").predict(x, **kw)
     torch.testing.assert_close(compiled.frames, b.frames, atol=1e-3, rtol=0)

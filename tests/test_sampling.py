@@ -45,6 +45,22 @@ def dpm_patch_sigmas(ref) -> None:
     ref.sigmas = torch.cat([sig[ref.timesteps], last[None]])
 
 
+def step(sampler, eps, t, x, generator=None):
+    """``sampler.step`` with a stochastic step's noise drawn from ``generator`` (as diffusers draws it)."""
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if sampler.needs_noise(t) else None
+    return sampler.step(eps, t, x, noise=z)
+
+
+def run_chain(sampler, denoise_fn, shape, generator, dtype=torch.float32, device="cpu"):
+    """The whole reverse process from x_T ~ N(0, I) with noise from a CPU ``generator`` (moved to ``device``)."""
+    x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+    sampler.reset()
+    for t in sampler.timesteps.tolist():
+        z = torch.randn(shape, generator=generator).to(device, dtype) if sampler.needs_noise(t) else None
+        x = sampler.step(denoise_fn(x, torch.tensor(t, device=device)), t, x, noise=z)
+    return x
+
+
 def assert_same_trajectory(ref, ours, x, *, seed=None, atol=1e-5, rtol=1e-5, ref_hook=None, **ref_kw):
     """Run both loops from x with the fake eps and compare the timesteps and every step's output."""
     assert ours.timesteps.tolist() == ref.timesteps.tolist()
@@ -55,7 +71,7 @@ def assert_same_trajectory(ref, ours, x, *, seed=None, atol=1e-5, rtol=1e-5, ref
     xr, xo = x.clone(), x.clone()
     for t in ref.timesteps:
         xr = ref.step(fake_eps(xr, t), t, xr, generator=g_ref, **ref_kw).prev_sample
-        xo = ours.step(fake_eps(xo, t), t, xo, generator=g_our)
+        xo = step(ours, fake_eps(xo, t), t, xo, g_our)
         assert xo.dtype == x.dtype
         torch.testing.assert_close(xo, xr.to(x.dtype), atol=atol, rtol=rtol)
     return xo
@@ -188,7 +204,7 @@ def test_ddpm_matches_official_formula(n):
     for t in ours.timesteps.tolist()[:20] + ours.timesteps.tolist()[-3:]:
         eps = fake_eps(x, t)
         noise = torch.randn(x.shape, generator=torch.Generator().set_state(g.get_state()), dtype=x.dtype)
-        out = ours.step(eps, t, x, generator=g)
+        out = step(ours, eps, t, x, g)
         torch.testing.assert_close(out, _official_ddpm_step(eps, t, x, n, noise), atol=1e-12, rtol=1e-12)
         x = out
 
@@ -196,8 +212,7 @@ def test_ddpm_matches_official_formula(n):
 def test_ddpm_sample_is_distributed_like_the_data():
     """With the ideal eps of N(0, S2) data, 1000-step ancestral DDPM samples have variance S2."""
     s = make_sampler("ddpm", 1000, clip_sample=False)
-    out = s.sample(ideal_eps, (6000,),
-                   generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = run_chain(s, ideal_eps, (6000,), torch.Generator().manual_seed(0), dtype=torch.float64)
     assert abs(out.mean().item()) < 0.02 and abs(out.var().item() - S2) < 0.015
 
 
@@ -335,22 +350,6 @@ def test_samplers_converge_to_the_ode_solution():
 
 # ---- common interface --------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp", "dpmpp3m"])
-def test_sample_loop_deterministic_and_matches_manual_loop(name):
-    shape, kw = (2, 1, 3, 3), ({"eta": 1.0} if name == "ddim" else {})   # stochastic DDIM too
-    a, b, c = (make_sampler(name, 8, **kw).sample(fake_eps, shape, torch.Generator().manual_seed(seed))
-               for seed in (0, 0, 1))
-    assert a.shape == shape and a.dtype == torch.float32
-    torch.testing.assert_close(a, b, atol=0, rtol=0)
-    assert not torch.equal(a, c)
-    s = make_sampler(name, 8, **kw)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g)
-    for t in s.timesteps:   # 0-d tensor timesteps
-        x = s.step(fake_eps(x, t), t, x, generator=g)
-    torch.testing.assert_close(x, a, atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp", "dpmpp3m"])
 def test_int_and_tensor_timesteps_and_batching_agree(name):
     s = make_sampler(name, 5)
     x = gaussian(shape=(3, 2, 4))
@@ -360,7 +359,7 @@ def test_int_and_tensor_timesteps_and_batching_agree(name):
         y = x.clone()
         for t in s.timesteps.tolist():
             tt = torch.tensor(t) if as_tensor else t
-            y = s.step(fake_eps(y, t), tt, y, generator=torch.Generator().manual_seed(t))
+            y = step(s, fake_eps(y, t), tt, y, torch.Generator().manual_seed(t))
         outs.append(y)
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
     if name != "ddpm":   # deterministic samplers: each batch element evolves independently
@@ -374,8 +373,8 @@ def test_int_and_tensor_timesteps_and_batching_agree(name):
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp3m"])
 def test_half_precision_follows_dtype(name):
     s = make_sampler(name, 10)
-    out = s.sample(fake_eps, (2, 3, 4), torch.Generator().manual_seed(0), dtype=torch.bfloat16)
-    ref = make_sampler(name, 10).sample(fake_eps, (2, 3, 4), torch.Generator().manual_seed(0))
+    out = run_chain(s, fake_eps, (2, 3, 4), torch.Generator().manual_seed(0), dtype=torch.bfloat16)
+    ref = run_chain(make_sampler(name, 10), fake_eps, (2, 3, 4), torch.Generator().manual_seed(0))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
     assert (out.float() - ref).abs().max() < 0.1
 
@@ -383,8 +382,8 @@ def test_half_precision_follows_dtype(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["ddpm", "dpmpp"])
 def test_cuda_matches_cpu_with_a_cpu_generator(name):
-    a = make_sampler(name, 20).sample(fake_eps, (2, 3, 8, 8), torch.Generator().manual_seed(0))
-    b = make_sampler(name, 20).sample(fake_eps, (2, 3, 8, 8), torch.Generator().manual_seed(0), device="cuda")
+    a = run_chain(make_sampler(name, 20), fake_eps, (2, 3, 8, 8), torch.Generator().manual_seed(0))
+    b = run_chain(make_sampler(name, 20), fake_eps, (2, 3, 8, 8), torch.Generator().manual_seed(0), device="cuda")
     assert b.device.type == "cuda"
     torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=1e-5)
 
@@ -421,3 +420,11 @@ def test_bad_arguments():
         s.step(torch.zeros(2, 4), 900, x)
     with pytest.raises(TypeError, match="sample"):
         s.step(x, 900, torch.zeros(2, 3, dtype=torch.long))
+    assert s.needs_noise(900) and not s.needs_noise(0)
+    with pytest.raises(ValueError, match="noise must be a tensor of sample's shape"):
+        s.step(x, 900, x)
+    with pytest.raises(ValueError, match="noise must be a tensor of sample's shape"):
+        s.step(x, 900, x, noise=torch.zeros(3))
+    with pytest.raises(ValueError, match="noise must be None"):
+        s.step(x, 0, x, noise=x)
+    assert not make_sampler("ddim", 10).needs_noise(900) and make_sampler("ddim", 10, eta=0.5).needs_noise(900)

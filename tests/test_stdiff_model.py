@@ -9,6 +9,7 @@ import torch
 
 from stdiff.config import STDiffConfig, preset, preset_names
 from stdiff.models import STDiff
+from stdiff.noise import NoiseStreams
 
 REFERENCE = Path(__file__).resolve().parent / "data"  # copies of shared/reference/official_keys_*.txt
 
@@ -106,3 +107,50 @@ def test_cached_sampling_equals_uncached(tiny):
     a = tiny.sample(obs, generator=torch.Generator().manual_seed(0), cache_spade=True, **kw)
     b = tiny.sample(obs, generator=torch.Generator().manual_seed(0), cache_spade=False, **kw)
     assert torch.equal(a, b)
+
+
+def test_sampling_with_noise_streams_is_prefix_stable(tiny):
+    """Sample s of video v depends only on (seed, v, s): more samples or videos leave it unchanged."""
+    obs = _clip(2, 4)
+    kw = dict(times=[4, 5], sampler="ddpm", steps=3)
+    four = tiny.sample(obs, num_samples=4, noise=NoiseStreams.for_videos(3, 2, 4), **kw)
+    two = tiny.sample(obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 2), **kw)
+    first = tiny.sample(obs[:1], num_samples=2, noise=NoiseStreams.for_videos(3, 1, 2), **kw)
+    torch.testing.assert_close(four[:, :2], two, atol=1e-6, rtol=0)
+    torch.testing.assert_close(first, two[:1], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="either noise or generator"):
+        tiny.sample(obs, noise=NoiseStreams.for_videos(3, 2, 1), generator=torch.Generator(), **kw)
+    with pytest.raises(ValueError, match="noise must have N \\* num_samples = 4 rows"):
+        tiny.sample(obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 1), **kw)
+
+
+def test_set_backend_reaches_every_fused_op(tiny, monkeypatch):
+    """A model set to "reference" runs every fused op there, without touching the environment;
+    another model in the same process keeps its own backend."""
+    import copy
+    import os
+
+    from stdiff.ops import reference
+
+    calls: dict[str, int] = {}
+    for op in ("convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict"):
+        original = getattr(reference, op)
+
+        def counted(*args, _op=op, _original=original, **kwargs):
+            calls[_op] = calls.get(_op, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(reference, op, counted)
+    ref_model = copy.deepcopy(tiny).set_backend("reference")
+    assert ref_model.backend == ref_model.conv_gru.backend == ref_model.sde.backend == "reference"
+    assert all(r.backend == "reference" for r in ref_model.unet._spade_resnets())
+    env = dict(os.environ)
+    ref_model.sample(_clip(1, 4), [4], steps=1, generator=torch.Generator().manual_seed(0))
+    assert set(calls) == {"convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict"}
+    assert dict(os.environ) == env and tiny.backend == "auto"
+    calls.clear()
+    explicit_cpu = copy.deepcopy(tiny).set_backend("cpu")
+    explicit_cpu.sample(_clip(1, 4), [4], steps=1, generator=torch.Generator().manual_seed(0))
+    assert calls == {}
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        tiny.set_backend("fastest")

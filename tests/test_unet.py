@@ -156,27 +156,36 @@ def test_cached_equals_uncached_bitwise(tiny: SpadeUNet) -> None:
     with torch.no_grad():
         cache = tiny.compute_spade(m, (32, 32))
         assert isinstance(cache, SpadeCache) and len(cache) == tiny.num_resnets == 6 + 2 + 9
-        assert cache.batch_size == 3
         assert torch.equal(tiny(x, t, spade=cache), tiny(x, t, motion=m))
         # Default size = sample_size; the cache does not depend on the timestep.
         assert torch.equal(tiny(x, 7, spade=tiny.compute_spade(m)), tiny(x, 7, motion=m))
 
 
-def test_cache_repeat_interleave(tiny: SpadeUNet) -> None:
-    x, m = _inputs(2)
-    s = 3
-    xs = torch.randn(2 * s, 2, 32, 32)
+def test_without_motion_skips_spade_like_the_official_m_feat_none(tiny: SpadeUNet) -> None:
+    """motion=None: every resnet is conv1 -> + time bias -> norm2 (no instance norm, no gamma/beta),
+    as the official ResnetBlock2D with m_feat=None; checked against a hand-written resnet."""
+    x, m = _inputs()
+    resnet = tiny.down_blocks[0].resnets[0]
+    temb_act = torch.randn(2, resnet.time_emb_proj.in_features)
+    block_in = torch.randn(2, resnet.norm1.num_channels, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        cache = tiny.compute_spade(m).repeat_interleave(s)
-        assert cache.batch_size == 2 * s
-        for (g, b), (g0, b0) in zip(cache, tiny.compute_spade(m)):
-            assert torch.equal(g[s:2 * s], g0[1:2].expand(s, -1, -1, -1))
-            assert torch.equal(b[:s], b0[:1].expand(s, -1, -1, -1))
-        out = tiny(xs, 5, spade=cache)
-        ref = tiny(xs, 5, motion=m.repeat_interleave(s, dim=0))
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="repeats"):
-        cache.repeat_interleave(0)
+        h = resnet.conv1(F.silu(resnet.norm1(block_in)))
+        h = h + resnet.time_emb_proj(temb_act)[:, :, None, None]
+        h = resnet.conv2(F.silu(resnet.norm2(h)))
+        expected = (block_in if resnet.conv_shortcut is None else resnet.conv_shortcut(block_in)) + h
+        assert torch.equal(resnet(block_in, temb_act, None, None), expected)
+        plain = tiny(x, 5)
+        assert plain.shape == (2, 1, 32, 32) and torch.isfinite(plain).all()
+        assert not torch.allclose(plain, tiny(x, 5, motion=m))
+        # the SPADE parameters have no influence without motion
+        state = {k: v.clone() for k, v in tiny.state_dict().items()}
+        for name, p in tiny.named_parameters():
+            if "motion_cond_layer" in name:
+                p.add_(1.0)
+        try:
+            assert torch.equal(tiny(x, 5), plain)
+        finally:
+            tiny.load_state_dict(state)
 
 
 def test_timestep_forms_broadcast(tiny: SpadeUNet) -> None:
@@ -258,9 +267,7 @@ def test_non_square_and_other_resolution(tiny: SpadeUNet) -> None:
 def test_input_validation(tiny: SpadeUNet) -> None:
     x, m = _inputs()
     cache = tiny.compute_spade(m)
-    with pytest.raises(ValueError, match="exactly one"):
-        tiny(x, 1)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="at most one"):
         tiny(x, 1, motion=m, spade=cache)
     with pytest.raises(ValueError, match="sample"):
         tiny(torch.randn(2, 3, 32, 32), 1, motion=m)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["BENCHMARKS", "add_common", "build"]
+__all__ = ["BENCHMARKS", "OP_DTYPES", "OP_NAMES", "add_common", "build"]
 
 #: name -> (module that runs it with ``run_cli(args) -> list[Path]``, help line)
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "ops": ("stdiff.bench.ops", "fused-op microbenchmarks on every available backend (forward, forward+backward)"),
     "sde": ("stdiff.bench.sde", "whole motion-SDE solve: stdiff vs torchsde (same nets, same Brownian increments)"),
     "predict": ("stdiff.bench.predict", "Predictor.predict: frames/s, peak memory, time shares, TFLOP/s "
                                         "(reference vs fast vs bf16 vs DPM-Solver++)"),
@@ -35,7 +36,27 @@ def _predict(parser: argparse.ArgumentParser) -> None:
                         help="only this preset of the plan (repeatable; default: all of the plan's presets)")
 
 
-_EXTRA: dict[str, Callable[[argparse.ArgumentParser], None]] = {"predict": _predict}
+#: the fused ops and dtypes ``stdiff bench ops`` can time
+OP_NAMES: tuple[str, ...] = ("convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict")
+OP_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
+
+
+def _ops(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=OP_DTYPES)
+    parser.add_argument("--presets", nargs="+", default=["kth64", "cityscapes128"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--ops", nargs="+", default=list(OP_NAMES), choices=OP_NAMES)
+    parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    parser.add_argument("--max-elements", type=int, default=None,
+                        help="skip cases whose largest tensor has more elements (default: 2**25 on CPU, no limit on GPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--repeats", type=int, default=25, help="timed calls per backend at most")
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per case at most")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
+
+
+_EXTRA: dict[str, Callable[[argparse.ArgumentParser], None]] = {"predict": _predict, "ops": _ops}
 
 
 def build(name: str, parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Benchmark CSVs of one device -> ``README.md`` (Markdown tables) and PNG charts in the same folder.
 
-Reads what is there: ``ops*.csv`` (op microbenchmarks of ``benchmarks/ops.py``), ``sde.csv``,
+Reads what is there: ``ops*.csv`` (op microbenchmarks of ``stdiff bench ops``), ``sde.csv``,
 ``predict_<preset>.csv`` and ``predict_profile_<preset>.csv``; appends ``NOTES.md`` (hand-written
 context: machine load, what ran, what is owed). Charts: speed-up per op and backend (one per
 dtype), % of the measured copy bandwidth per op and backend (roofline-style), SDE speed-up over
@@ -22,7 +22,7 @@ __all__ = ["render", "markdown_table", "run_cli", "main"]
 
 Row = dict[str, str]
 
-# op microbenchmark columns the report reads (benchmarks/ops.py writes them)
+# op microbenchmark columns the report reads (stdiff bench ops writes them)
 OPS_KEY = ("op", "variant", "mode", "dtype", "shape")
 OPS_TABLE = ("op", "variant", "mode", "dtype", "site", "shape", "backend", "median_ms", "p20_ms", "p80_ms", "gbps",
              "copy_gbps", "pct_copy_bw", "speedup_vs_eager")

@@ -50,6 +50,12 @@ def build(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default 0: torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--reference", action="store_true",
                         help="run the plain reference algorithm (no cache, fp32, eager) instead of the fast path")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="refuse requests denoising more frames per trajectory (default: WorkLimits, 10000)")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="refuse requests of more videos x samples (default: WorkLimits, 1024)")
+    parser.add_argument("--max-memory-gb", type=float, default=None,
+                        help="refuse requests keeping more GB of frames and motion (default: WorkLimits, 8)")
     parser.add_argument("--out", default="stdiff-predict",
                         help="output folder, replaced as a whole; new, empty or an earlier output of this command "
                              "(default: ./stdiff-predict)")
@@ -57,11 +63,28 @@ def build(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_times(text: str) -> list[float]:
-    """"4,4.5,5" -> [4.0, 4.5, 5.0]; ValueError naming --times otherwise."""
+    """"4,4.5,5" -> [4.0, 4.5, 5.0]; ValueError naming --times otherwise (also for nan/inf)."""
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        times = [float(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
         raise ValueError(f"--times must be comma-separated numbers, got {text!r}") from exc
+    if not all(math.isfinite(t) for t in times):
+        raise ValueError(f"--times must be finite numbers, got {text!r}")
+    return times
+
+
+def work_limits(args: argparse.Namespace):
+    """The predictor's WorkLimits with the --max-* options applied."""
+    import dataclasses
+
+    from ..planning import WorkLimits
+
+    given = {"max_frames": args.max_frames, "max_batch": args.max_batch,
+             "max_memory_bytes": None if args.max_memory_gb is None else round(args.max_memory_gb * 2**30)}
+    try:
+        return dataclasses.replace(WorkLimits(), **{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        raise ValueError(f"--max-frames, --max-batch and --max-memory-gb must be > 0: {exc}") from exc
 
 
 def read_input(path: str | Path, first: int, count: int | None, image_size: int, channels: int):
@@ -125,6 +148,7 @@ def write_outputs(out: Path, pred, truth) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..prediction import future_times
     from ..predictor import Predictor
     from ..training.distributed import resolve_device
     from .demo import set_threads
@@ -134,12 +158,16 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     predictor = Predictor.from_pretrained(args.checkpoint, exact_reference=args.reference, compile=args.compile,
                                           device=device, dtype=getattr(torch, args.dtype))
+    predictor.limits = work_limits(args)
     cfg = predictor.config
     context = cfg.num_observed if args.context is None else args.context
     if context < 2:
         raise ValueError(f"--context must be >= 2, got {context}")
     times = parse_times(args.times) if args.times is not None else None
-    last = times[-1] if times else context - 1 + (args.num_frames or cfg.num_future) / args.fps
+    # validates --times / --num-frames / --fps before any frame is read
+    query = future_times(times, args.num_frames, args.fps, float(context - 1), cfg.num_future)
+    # ground truth is read up to the last time, at most as far as the work limits let a request reach
+    last = min(query[-1], context - 1 + cfg.num_future * predictor.limits.max_frames)
     clip = read_input(args.input, args.start, max(context, int(math.floor(last)) + 1), cfg.image_size, cfg.channels)
     if clip.shape[0] < context:
         raise ValueError(f"--input has only {clip.shape[0]} frames from --start {args.start}; --context is {context}")

@@ -1,14 +1,17 @@
-"""The STDiff model: motion encoder + Conv-GRU + motion SDE + SPADE diffusion UNet (DESIGN.md §1)."""
+"""The STDiff model: motion encoder + Conv-GRU + motion SDE + SPADE diffusion UNet."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import STDiffConfig
-from ..sampling import NoiseSchedule, make_sampler
+from ..noise import NoiseStreams
+from ..ops import BACKENDS
+from ..sampling import FrameDenoiser, NoiseSchedule, Sampler, denoise_frames, make_sampler
+from .denoisers import CachedDenoiser, StepwiseDenoiser
 from .motion import ConvGRU, MotionEncoder
 from .sde import MotionSDE
 from .unet import SpadeUNet
@@ -26,7 +29,8 @@ class STDiff(nn.Module):
     """Continuous-time stochastic video predictor. Frames inside the model are in [-1, 1].
 
     Parameter names: ``motion_encoder.*``, ``conv_gru.*``, ``sde.{drift,diffusion}.*``, ``unet.*``
-    (the UNet's keys are the official ``diffusion_unet.*`` keys).
+    (the UNet's keys are the official ``diffusion_unet.*`` keys). ``backend``: the ``stdiff.ops``
+    backend of every fused op of the model (see :meth:`set_backend`).
     """
 
     def __init__(self, config: STDiffConfig, backend: str = "auto") -> None:
@@ -35,11 +39,22 @@ class STDiff(nn.Module):
         self.motion_encoder = MotionEncoder(config.channels, config.motion.model_channels, config.motion.n_downs,
                                             config.motion.activation)
         channels = self.motion_encoder.out_channels
-        self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru, backend=backend)
-        self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt, backend=backend,
-                             grid=config.sde.grid)
+        self.conv_gru = ConvGRU(channels, standard=config.motion.standard_gru)
+        self.sde = MotionSDE(channels, config.sde.n_layers, config.sde.method, config.sde.dt, grid=config.sde.grid)
         self.unet = SpadeUNet(**config.unet_kwargs())
         self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_start, config.beta_end)
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> STDiff:
+        """Run every fused op of this model (Conv-GRU, SDE, SPADE) on ``backend``: "auto" or one of
+        ``stdiff.ops.BACKENDS``. Per model, so models with different backends can share a process. Returns self."""
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.conv_gru.backend = backend
+        self.sde.backend = backend
+        self.unet.set_backend(backend)
+        return self
 
     # ---- motion -------------------------------------------------------------------------------
     def motion_features(self, frames: Tensor) -> Tensor:
@@ -51,7 +66,8 @@ class STDiff(nn.Module):
     def encode_context(self, frames: Tensor, state: Tensor | None = None) -> Tensor:
         """Motion state at the last observed time: (N, To, C, H, W) in [-1, 1] -> (N, F, h, w).
 
-        ``state``: a previous Conv-GRU state to continue from (streaming); None starts from zeros.
+        ``state``: the Conv-GRU state (N, F, h, w) at the time of ``frames[:, 0]`` to continue from
+        (streaming: push frames ``[previous, new]`` to advance one frame); None starts from zeros.
         """
         return self.conv_gru(self.motion_features(frames), state)
 
@@ -114,6 +130,29 @@ class STDiff(nn.Module):
         return (weights / weights.mean()).float()
 
     # ---- sampling -----------------------------------------------------------------------------
+    def generate(self, context: Tensor, times: Sequence[float], num_samples: int, scheduler: Sampler,
+                 denoiser: FrameDenoiser, noise: NoiseStreams, t0: float | None = None,
+                 motion_state: Tensor | None = None, on_frame: Callable[[], None] | None = None
+                 ) -> tuple[Tensor, Tensor]:
+        """The prediction pipeline: context -> motion state -> SDE -> :func:`~stdiff.sampling.denoise_frames`.
+
+        context: (N, L, C, H, W) in [-1, 1], its last frame at ``t0`` (default L - 1) conditions the
+        first frame; motion_state: the Conv-GRU state (N, F, h, w) at t0 (None: encode ``context``);
+        noise: N * num_samples rows (video-major), feeding the SDE (``noise=``) and the diffusion.
+        Returns frames (N, S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
+        """
+        n = context.shape[0]
+        rows = n * num_samples
+        if len(noise) != rows:
+            raise ValueError(f"noise must have N * num_samples = {rows} rows, got {len(noise)}")
+        t0 = float(context.shape[1] - 1) if t0 is None else float(t0)
+        m = self.encode_context(context) if motion_state is None else motion_state
+        m = m.repeat_interleave(num_samples, dim=0)
+        motion = self.future_motion(m, t0, times, noise=noise)                 # (T, N*S, F, h, w)
+        prev = context[:, -1].repeat_interleave(num_samples, dim=0)
+        frames = denoise_frames(denoiser, scheduler, motion, prev, noise, times, on_frame)
+        return frames.unflatten(0, (n, num_samples)), motion
+
     @torch.no_grad()
     def sample(
         self,
@@ -127,7 +166,8 @@ class STDiff(nn.Module):
         t0: float | None = None,
         motion_state: Tensor | None = None,
         return_motion: bool = False,
-        progress=None,
+        progress: bool = False,
+        noise: NoiseStreams | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Autoregressive sampling of the frames at ``times``; returns (N, S, T, C, H, W) in [-1, 1].
 
@@ -137,30 +177,24 @@ class STDiff(nn.Module):
         S samples per video run as one batch of N*S. ``cache_spade`` computes SPADE's gamma/beta
         once per frame (exact); False recomputes them at every denoising step (the official code).
         ``motion_state``: a precomputed Conv-GRU state (N, F, h, w) for ``observed`` (streaming).
-        ``progress``: optional callable wrapping the iterable of predicted frames (e.g. tqdm).
+        Random numbers: ``noise`` (N*S rows, e.g. ``NoiseStreams.for_videos(seed, N, S)``: sample s
+        of video v then does not depend on N or S), else streams seeded from ``generator`` (the
+        global RNG when None). ``progress``: show a progress bar over the predicted frames.
         With ``return_motion`` also returns the motion states (N, S, T, F, h, w).
         """
-        n, to = observed.shape[:2]
-        t0 = float(to - 1) if t0 is None else float(t0)
-        m = self.encode_context(observed) if motion_state is None else motion_state
-        m = m.repeat_interleave(num_samples, dim=0)
-        motion = self.future_motion(m, t0, times, generator=generator)          # (T, N*S, F, h, w)
-        prev = observed[:, -1].repeat_interleave(num_samples, dim=0)
+        n = observed.shape[0]
+        if noise is not None and generator is not None:
+            raise ValueError("give either noise or generator, not both")
+        if noise is None:
+            noise = NoiseStreams.from_generator(generator, n * num_samples, observed.device)
         scheduler = make_sampler(sampler, steps, self.schedule)
-        frames = []
-        indices = range(len(times)) if progress is None else progress(range(len(times)))
-        for i in indices:
-            spade = self.unet.compute_spade(motion[i]) if cache_spade else None
-            cond = dict(spade=spade) if cache_spade else dict(motion=motion[i])
-            x = randn(prev.shape, generator, prev)
-            scheduler.reset()
-            prev_clamped = prev.clamp(-1, 1)
-            for t in scheduler.timesteps:
-                eps = self.denoise(x, t, prev_clamped, **cond)
-                x = scheduler.step(eps, t, x, generator=generator)
-            frames.append(x)
-            prev = x
-        out = torch.stack(frames, 1).clamp(-1, 1).unflatten(0, (n, num_samples))
+        denoiser = CachedDenoiser(self.unet, self.unet.conv_in.weight.dtype) if cache_spade \
+            else StepwiseDenoiser(self.unet)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(times), desc="sample", unit="frame", disable=not progress, leave=False) as bar:
+            out, motion = self.generate(observed, times, num_samples, scheduler, denoiser, noise, t0=t0,
+                                        motion_state=motion_state, on_frame=lambda: bar.update(1))
         if return_motion:
             return out, motion.transpose(0, 1).unflatten(0, (n, num_samples))
         return out

@@ -1,4 +1,4 @@
-"""SPADE-conditioned diffusion UNet of STDiff (DESIGN.md §1.4).
+"""SPADE-conditioned diffusion UNet of STDiff.
 
 A diffusers-0.15 style ``UNet2DModel`` whose every resnet block modulates its first conv's
 output with SPADE maps ``(gamma, beta)`` computed from the motion feature. State-dict keys,
@@ -50,24 +50,6 @@ class SpadeCache:
     def __getitem__(self, index: int) -> SpadePair:
         return self.pairs[index]
 
-    @property
-    def batch_size(self) -> int:
-        """N, the leading dimension of every map."""
-        return self.pairs[0][0].shape[0]
-
-    def repeat_interleave(self, repeats: int) -> SpadeCache:
-        """Cache for a batch of N * repeats samples, entry ``n * repeats + s`` <- video n.
-
-        Use it to denoise S trajectories per video at once (a batch ordered video-major, as
-        ``x.repeat_interleave(S, dim=0)`` orders it). Copies the maps (S times the memory).
-        """
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-        if repeats == 1:
-            return self
-        return SpadeCache([(g.repeat_interleave(repeats, dim=0), b.repeat_interleave(repeats, dim=0))
-                           for g, b in self.pairs])
-
 
 class SpadeUNet(nn.Module):
     """Diffusion UNet predicting epsilon, conditioned on a motion feature through SPADE.
@@ -84,7 +66,8 @@ class SpadeUNet(nn.Module):
     blocks use the list reversed and the mid block's attention uses ``attention_head_dim[-1]``,
     as in the official code. ``mid_block_scale_factor`` divides the mid block's residual sums.
     ``self.config`` holds the constructor arguments (JSON-serialisable);
-    ``SpadeUNet.from_config(model.config)`` re-creates the architecture.
+    ``SpadeUNet.from_config(model.config)`` re-creates the architecture. ``set_backend`` picks the
+    ``stdiff.ops`` backend of the fused SPADE op.
     """
 
     def __init__(
@@ -161,6 +144,11 @@ class SpadeUNet(nn.Module):
             raise TypeError(f"cfg must be a dict of constructor arguments, got {type(cfg).__name__}")
         return cls(**cfg)
 
+    def set_backend(self, backend: str) -> None:
+        """Run every resnet's fused SPADE op on ``backend`` ("auto" or a ``stdiff.ops`` backend)."""
+        for resnet in self._spade_resnets():
+            resnet.backend = backend
+
     def _spade_resnets(self) -> list[SpadeResnetBlock]:
         """All resnets in forward order (down, mid, up)."""
         blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
@@ -216,8 +204,8 @@ class SpadeUNet(nn.Module):
             if tuple(gamma.shape) != expected or tuple(beta.shape) != expected:
                 raise ValueError(
                     f"spade pair {i} must have shape {expected} for a sample of shape {tuple(sample.shape)}, got "
-                    f"gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)} (use SpadeCache.repeat_interleave "
-                    "for several samples per video, and compute_spade(motion, size) for another resolution)")
+                    f"gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)} (compute_spade(motion, size) for "
+                    "another resolution)")
 
     def _check_sample(self, sample: Tensor) -> None:
         c = self.config["in_channels"]
@@ -253,24 +241,27 @@ class SpadeUNet(nn.Module):
 
         sample: (N, in_channels, H, W), H and W multiples of 2 ** (num_blocks - 1);
         timestep: int, float, 0-d, (1,) or (N,) tensor (diffusion step, may be fractional);
-        exactly one of motion: (N, m_channels, h, w) or spade: SpadeCache from
-        ``compute_spade(motion, (H, W))`` (batch N; see ``SpadeCache.repeat_interleave``).
-        With motion, the cache is computed here first, so both paths give identical results.
+        at most one of motion: (N, m_channels, h, w) or spade: SpadeCache from
+        ``compute_spade(motion, (H, W))`` (batch N). With motion, the cache is computed here
+        first, so both paths give identical results. With neither, the UNet runs without motion
+        conditioning: every resnet skips SPADE, instance norm included (the official
+        ``UNet2DMotionCond(m_feat=None)``; the SPADE parameters stay, unused).
         Returns (N, out_channels, H, W).
         """
         self._check_sample(sample)
-        if (motion is None) == (spade is None):
-            raise ValueError("pass exactly one of motion (a tensor) or spade (a SpadeCache)")
-        if spade is None:
+        if motion is not None and spade is not None:
+            raise ValueError("pass at most one of motion (a tensor) or spade (a SpadeCache)")
+        if motion is not None:
             spade = self.compute_spade(motion, sample.shape[-2:])
-        self._check_cache(spade, sample)
+        if spade is not None:
+            self._check_cache(spade, sample)
 
         t = self._timesteps(timestep, sample)
         t_emb = timestep_embedding(t, self.config["block_out_channels"][0], self.config["flip_sin_to_cos"],
                                    self.config["freq_shift"])
         temb_act = F.silu(self.time_embedding(t_emb.to(self.time_embedding.linear_1.weight.dtype)))
 
-        pairs = spade.pairs
+        pairs = spade.pairs if spade is not None else ((None, None),) * self.num_resnets
         k = 0
         x = self.conv_in(sample)
         skips = [x]

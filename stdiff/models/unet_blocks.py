@@ -3,7 +3,7 @@
 Module and parameter names follow the official STDiff diffusers fork so that state dicts
 load without renaming. Every resnet takes its SPADE modulation ``(gamma, beta)`` as input
 (computed by its ``motion_cond_layer`` from the motion feature, see ``SpadeUNet.compute_spade``),
-so blocks never see the motion feature itself.
+so blocks never see the motion feature itself; ``(None, None)`` runs a resnet without motion.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 SpadePair = tuple[Tensor, Tensor]
+#: a resnet's conditioning: a SpadePair, or (None, None) for no motion conditioning
+OptionalPair = tuple[Tensor | None, Tensor | None]
 
 
 def timestep_embedding(
@@ -93,7 +95,9 @@ class SpadeResnetBlock(nn.Module):
     ``h = conv1(silu(norm1(x)))``; ``h = IN(h) * (1 + gamma) + beta + time_emb_proj(silu(temb))``
     (one fused ``stdiff.ops.spade_norm`` call); ``h = conv2(silu(norm2(h)))``;
     ``out = (shortcut(x) + h) / output_scale_factor`` with a 1x1 ``conv_shortcut`` when the
-    channel count changes.
+    channel count changes. Without motion (gamma = beta = None) the SPADE line is
+    ``h = h + time_emb_proj(silu(temb))`` (no instance norm), as the official code with m_feat=None.
+    ``backend``: the ``stdiff.ops`` backend of the fused SPADE op (set by ``SpadeUNet.set_backend``).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class SpadeResnetBlock(nn.Module):
         super().__init__()
         self.out_channels = out_channels
         self.output_scale_factor = float(output_scale_factor)
+        self.backend = "auto"
         self.motion_cond_layer = MotionCondModule(m_channels, out_channels)
         self.norm1 = nn.GroupNorm(num_groups, in_channels, eps=eps, affine=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -117,13 +122,16 @@ class SpadeResnetBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def forward(self, x: Tensor, temb_act: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        """x: (N, C_in, H, W); temb_act: silu(temb), (N, T); gamma, beta: (N, C_out, H, W).
-
-        Returns (N, C_out, H, W).
+    def forward(self, x: Tensor, temb_act: Tensor, gamma: Tensor | None, beta: Tensor | None) -> Tensor:
+        """x: (N, C_in, H, W); temb_act: silu(temb), (N, T); gamma, beta: (N, C_out, H, W), or both
+        None (no motion conditioning). Returns (N, C_out, H, W).
         """
         h = self.conv1(F.silu(self.norm1(x)))
-        h = spade_norm(h, gamma, beta, bias=self.time_emb_proj(temb_act))
+        bias = self.time_emb_proj(temb_act)
+        if gamma is None and beta is None:
+            h = h + bias[:, :, None, None]
+        else:
+            h = spade_norm(h, gamma, beta, bias=bias, backend=self.backend)
         h = self.conv2(F.silu(self.norm2(h)))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
         out = skip + h
@@ -192,7 +200,7 @@ class DownBlock(nn.Module):
         self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if add_downsample else None
 
     def forward(
-        self, x: Tensor, temb_act: Tensor, spade: Sequence[SpadePair]
+        self, x: Tensor, temb_act: Tensor, spade: Sequence[OptionalPair]
     ) -> tuple[Tensor, list[Tensor]]:
         """x: (N, C_in, H, W); spade: one (gamma, beta) per resnet, (N, C_out, H, W) each.
 
@@ -234,7 +242,7 @@ class MidBlock(nn.Module):
             for _ in range(2)
         )
 
-    def forward(self, x: Tensor, temb_act: Tensor, spade: Sequence[SpadePair]) -> Tensor:
+    def forward(self, x: Tensor, temb_act: Tensor, spade: Sequence[OptionalPair]) -> Tensor:
         """x: (N, C, H, W); spade: two (gamma, beta) pairs (N, C, H, W). Returns (N, C, H, W)."""
         x = self.resnets[0](x, temb_act, *spade[0])
         x = self.attentions[0](x)
@@ -275,7 +283,7 @@ class UpBlock(nn.Module):
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
 
     def forward(
-        self, x: Tensor, skips: list[Tensor], temb_act: Tensor, spade: Sequence[SpadePair]
+        self, x: Tensor, skips: list[Tensor], temb_act: Tensor, spade: Sequence[OptionalPair]
     ) -> Tensor:
         """x: (N, C_prev, H, W); skips: the down path's states, consumed from the end (popped);
         spade: one (gamma, beta) per resnet, (N, C_out, H, W). Returns (N, C_out, H', W'),

@@ -9,8 +9,10 @@ Backends are modules exposing the five op functions (no argument validation) and
 - ``triton``: ``stdiff.kernels`` (Triton custom ops; CPU tensors only under ``TRITON_INTERPRET=1``).
 
 ``backend="auto"`` tries ``cpu -> reference`` on CPU tensors and ``cuda -> triton -> reference`` on
-CUDA tensors; the environment variable ``STDIFF_BACKEND`` replaces ``auto``. A backend that
-``auto`` skips because it is missing triggers one warning per backend and process.
+CUDA tensors. The environment variable ``STDIFF_BACKEND`` (a user override, read once when
+``stdiff.ops`` is imported into :data:`ENV_BACKEND`) replaces ``auto``; an explicit backend (e.g.
+``STDiff.set_backend("reference")``) wins over it. A backend that ``auto`` skips because it is
+missing triggers one warning per backend and process.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ _AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("cuda", "triton", "reference"),
 }
 _warned: set[str] = set()
+#: ``STDIFF_BACKEND`` as read at import ("auto" when unset or empty); replaces backend="auto".
+ENV_BACKEND: str = os.environ.get("STDIFF_BACKEND", "") or "auto"
 
 
 def _devices_of(backend: str) -> tuple[str, ...]:
@@ -80,8 +84,11 @@ def resolve(backend: str, device_type: str) -> ModuleType:
     """Return the backend module that should run an op on tensors of ``device_type``."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
-    if backend == "auto":
-        backend = os.environ.get("STDIFF_BACKEND", "auto") or "auto"
+    if backend == "auto" and ENV_BACKEND != "auto":
+        if ENV_BACKEND not in BACKENDS:
+            raise ValueError(f"the environment variable STDIFF_BACKEND must be unset, 'auto' or one of {BACKENDS}, "
+                             f"got {ENV_BACKEND!r}")
+        backend = ENV_BACKEND
     if backend == "auto":
         for name in _AUTO_ORDER.get(device_type, ("reference",)):
             module, reason = _load(name)

@@ -2,24 +2,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-
 import torch
 from torch import Tensor
 
 from .schedule import NoiseSchedule
 from .timesteps import check_steps
-
-DenoiseFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def randn_on(shape: Sequence[int], generator: torch.Generator | None, device: torch.device,
-             dtype: torch.dtype) -> Tensor:
-    """Standard normal noise drawn on the generator's device (so a CPU generator gives the same
-    numbers whatever the target device), then moved to ``device``."""
-    draw_device = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype).to(device)
-
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """Arithmetic dtype of a step: float32 for 16-bit inputs, else the input dtype."""
@@ -29,8 +16,8 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
 class Sampler(ABC):
     """Base class: a descending grid of train timesteps and a ``step`` from x_t to x_prev.
 
-    Subclasses implement ``_grid``, ``_prepare`` (per-step coefficients, python floats in float64)
-    and ``_step``. ``timesteps`` is a 1-D long CPU tensor; ``step`` accepts any of its entries as a
+    Subclasses implement ``_grid``, ``_prepare`` (per-step coefficients, python floats in float64),
+    ``_step`` and, when some steps add noise, ``_noisy``. ``timesteps`` is a 1-D long CPU tensor; ``step`` accepts any of its entries as a
     python int or a 0-d/1-element tensor.
     """
 
@@ -52,8 +39,12 @@ class Sampler(ABC):
         """Precompute the per-step coefficients for ``self._ts``."""
 
     @abstractmethod
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
-        """The step at grid position i, in the working dtype."""
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
+        """The step at grid position i, in the working dtype (noise: given iff ``_noisy(i)``)."""
+
+    def _noisy(self, i: int) -> bool:
+        """Whether the step at grid position i adds noise (deterministic samplers: never)."""
+        return False
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose the inference grid (1 <= num_inference_steps <= T) and reset the state."""
@@ -87,13 +78,18 @@ class Sampler(ABC):
                              f"({self._ts[0]} ... {self._ts[-1]}, {len(self._ts)} steps)")
         return self._index[timestep]
 
-    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor,
-             generator: torch.Generator | None = None) -> Tensor:
+    def needs_noise(self, timestep: int | Tensor) -> bool:
+        """Whether :meth:`step` at ``timestep`` adds noise (then it needs ``noise``)."""
+        return self._noisy(self.step_index(timestep))
+
+    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, noise: Tensor | None = None
+             ) -> Tensor:
         """One reverse step x_t -> x_prev.
 
-        model_output: predicted noise eps, same shape as sample (N, ...); sample: x_t, floating.
-        Returns x_prev with sample's shape, dtype and device (16-bit inputs are computed in float32).
-        Noise (stochastic samplers) is drawn from ``generator`` (the global RNG when None).
+        model_output: predicted noise eps, same shape as sample (N, ...); sample: x_t, floating;
+        noise: standard normals of sample's shape, required exactly when :meth:`needs_noise`
+        (the caller owns the random numbers). Returns x_prev with sample's shape, dtype and
+        device (16-bit inputs are computed in float32).
         """
         i = self.step_index(timestep)
         if not isinstance(sample, Tensor) or not sample.is_floating_point():
@@ -101,30 +97,12 @@ class Sampler(ABC):
         if not isinstance(model_output, Tensor) or model_output.shape != sample.shape:
             raise ValueError(f"model_output must be a tensor of sample's shape {tuple(sample.shape)}, "
                              f"got {getattr(model_output, 'shape', type(model_output))}")
+        noisy = self._noisy(i)
+        if noisy and (not isinstance(noise, Tensor) or noise.shape != sample.shape):
+            raise ValueError(f"noise must be a tensor of sample's shape {tuple(sample.shape)} at timestep "
+                             f"{self._ts[i]} (a stochastic step), got {getattr(noise, 'shape', noise)!r}")
+        if not noisy and noise is not None:
+            raise ValueError(f"noise must be None at timestep {self._ts[i]} (a deterministic step)")
         wd = work_dtype(sample.dtype)
-        out = self._step(i, model_output.to(wd), sample.to(wd), generator)
+        out = self._step(i, model_output.to(wd), sample.to(wd), None if noise is None else noise.to(sample.device, wd))
         return out.to(sample.dtype)
-
-    def sample(self, denoise_fn: DenoiseFn, shape: Sequence[int], generator: torch.Generator | None = None,
-               progress: bool = False, *, device: torch.device | str | None = None,
-               dtype: torch.dtype = torch.float32) -> Tensor:
-        """Run the whole reverse process from x_T ~ N(0, I) and return x0 of ``shape``.
-
-        denoise_fn(x_t, t) -> eps, with t a 0-d long tensor on ``device``. device defaults to the
-        generator's device (CPU without a generator). Initial and step noise come from ``generator``.
-        """
-        if not self._ts:
-            raise RuntimeError("call set_timesteps(num_inference_steps) before sample()")
-        if device is None:
-            device = generator.device if generator is not None else torch.device("cpu")
-        device = torch.device(device)
-        x = randn_on(shape, generator, device, work_dtype(dtype)).to(dtype)  # same noise for 16/32-bit
-        self.reset()
-        ts = self.timesteps.to(device)
-        steps: Iterable[int] = range(len(self._ts))
-        if progress:
-            from tqdm.auto import tqdm
-            steps = tqdm(steps, desc=type(self).__name__)
-        for i in steps:
-            x = self.step(denoise_fn(x, ts[i]), self._ts[i], x, generator=generator)
-        return x

@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from .base import Sampler, randn_on
+from .base import Sampler
 from .schedule import NoiseSchedule
 from .timesteps import check_spacing, spaced_timesteps
 
@@ -65,7 +64,7 @@ class DDIMSampler(Sampler):
                 sqrt_a_t=math.sqrt(a_t), sqrt_1m_a_t=math.sqrt(1.0 - a_t), sqrt_a_prev=math.sqrt(a_prev),
                 dir_coef=math.sqrt(max(1.0 - a_prev - std * std, 0.0)), std=std))
 
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
         c = self._coef[i]
         x0 = (sample - c.sqrt_1m_a_t * model_output) / c.sqrt_a_t
         if self.clip_sample:
@@ -74,6 +73,9 @@ class DDIMSampler(Sampler):
         if self.use_clipped_model_output:
             eps = (sample - c.sqrt_a_t * x0) / c.sqrt_1m_a_t
         prev = c.sqrt_a_prev * x0 + c.dir_coef * eps
-        if self.eta > 0:
-            prev = prev + c.std * randn_on(sample.shape, generator, sample.device, sample.dtype)
+        if noise is not None:
+            prev = prev + c.std * noise
         return prev
+
+    def _noisy(self, i: int) -> bool:
+        return self.eta > 0

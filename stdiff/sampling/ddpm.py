@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from .base import Sampler, randn_on
+from .base import Sampler
 from .schedule import NoiseSchedule
 from .timesteps import check_spacing, spaced_timesteps
 
@@ -61,12 +60,15 @@ class DDPMSampler(Sampler):
                 mean_x=math.sqrt(1.0 - beta) * (1.0 - a_prev) / (1.0 - a_t),
                 std=math.sqrt(variance), noisy=t > 0))
 
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
         c = self._coef[i]
         x0 = (sample - c.sqrt_1m_a_t * model_output) / c.sqrt_a_t
         if self.clip_sample:
             x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
         prev = c.mean_x0 * x0 + c.mean_x * sample
-        if c.noisy:
-            prev = prev + c.std * randn_on(sample.shape, generator, sample.device, sample.dtype)
+        if noise is not None:
+            prev = prev + c.std * noise
         return prev
+
+    def _noisy(self, i: int) -> bool:
+        return self._coef[i].noisy

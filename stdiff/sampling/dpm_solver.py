@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from .base import Sampler
@@ -125,7 +124,7 @@ class DPMSolverPPSampler(Sampler):
         self._history = []
         self._next = 0
 
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
         if i == 0:
             self.reset()
         elif i != self._next:
