@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import warnings
 
@@ -153,6 +154,64 @@ def test_psnr_ssim_batched_leading_dims_and_identity():
     assert torch.allclose(ssim(x, x), torch.ones(2, 3, 4))
     assert torch.allclose(psnr(x, x), torch.full((2, 3, 4), 80.0))  # mse + 1e-8: finite
     assert psnr(x.half(), y.half()).dtype == torch.float32
+
+
+class OfficialSSIM(nn.Module):
+    """The official STDiff ``SSIM`` module (stdiff/utils/metrics.py there), written out literally."""
+
+    def __init__(self, window_size: int = 11) -> None:
+        super().__init__()
+        self.window_size = window_size
+
+    def gaussian(self, window_size, sigma):
+        gauss = torch.Tensor([math.exp(-(x - window_size // 2) ** 2 / float(2 * sigma ** 2)) for x in range(window_size)])
+        return gauss / gauss.sum()
+
+    def create_window(self, window_size, channel):
+        _1d = self.gaussian(window_size, 1.5).unsqueeze(1)
+        _2d = _1d.mm(_1d.t()).float().unsqueeze(0).unsqueeze(0)
+        return _2d.expand(channel, 1, window_size, window_size).contiguous()
+
+    def forward(self, img1, img2):
+        channel = img1.shape[1]
+        window = self.create_window(self.window_size, channel).type_as(img1)
+        pad = self.window_size // 2
+        mu1 = F.conv2d(img1, window, padding=pad, groups=channel)
+        mu2 = F.conv2d(img2, window, padding=pad, groups=channel)
+        mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
+        sigma1_sq = F.conv2d(img1 * img1, window, padding=pad, groups=channel) - mu1_sq
+        sigma2_sq = F.conv2d(img2 * img2, window, padding=pad, groups=channel) - mu2_sq
+        sigma12 = F.conv2d(img1 * img2, window, padding=pad, groups=channel) - mu1_mu2
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        ssim_map = ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / ((mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2))
+        return torch.mean(ssim_map, dim=(1, 2, 3))
+
+
+@settings(max_examples=10, deadline=None)
+@given(c=st.sampled_from([1, 3]), h=st.integers(3, 40), w=st.integers(3, 40), noise=st.floats(0.01, 0.5),
+       seed=st.integers(0, 2**31 - 1))
+def test_official_ssim_matches_the_official_module(c, h, w, noise, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, c, h, w, generator=g)
+    y = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    expected = OfficialSSIM()(y.double(), x.double())
+    torch.testing.assert_close(ssim(y.double(), x.double(), official=True), expected, rtol=0, atol=1e-7)
+    torch.testing.assert_close(ssim(y, x, official=True), OfficialSSIM()(y, x), rtol=0, atol=2e-6)
+
+
+def test_official_ssim_differs_from_skimage_on_dark_borders():
+    """A bright square on black (a digit-like frame) and its shifted copy: zero padding sees black
+    outside the frame too, so the official map scores the flat border windows as equal (1)."""
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 10:20, 10:20] = 1.0
+    y = torch.roll(x, 3, dims=-1)
+    official, ours = ssim(y, x, official=True).item(), ssim(y, x).item()
+    assert official == pytest.approx(OfficialSSIM()(y, x).item(), abs=1e-6)
+    assert official > ours + 0.05
+    assert torch.allclose(ssim(x, x, official=True), torch.ones(1))
+    with pytest.raises(TypeError, match="official must be a bool"):
+        ssim(x, x, official="yes")
+    assert ssim(torch.rand(2, 1, 5, 7), torch.rand(2, 1, 5, 7), official=True).shape == (2,)
 
 
 # ----------------------------------------------------------------------------- LPIPS
