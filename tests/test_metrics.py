@@ -25,7 +25,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio as tm_psnr
 
-from stdiff.evaluation import Evaluator, select_best_first_frame
+from stdiff.evaluation import Evaluator
 from stdiff.metrics import (
     AlexNetFeatures,
     FeatureStats,
@@ -585,27 +585,37 @@ def test_evaluation_without_optional_metrics(tmp_path):
     assert ev.write_report(tmp_path)["png"].is_file()
 
 
-def test_official_protocol_selects_per_video(lpips_model, i3d_file, tmp_path):
-    torch.manual_seed(12)
-    n, s = 3, 4
-    gt = torch.rand(n, 2, 1, 32, 32)
-    noise = torch.full((n, s), 0.5)
-    noise[torch.arange(n), torch.tensor([2, 0, 3])] = 0.05  # the best first frame differs per video
-    pred = gt[:, None].expand(-1, s, -1, -1, -1, -1).clone()
-    pred[:, :, 0] = (pred[:, :, 0] + noise[..., None, None, None] * torch.randn(n, s, 1, 32, 32)).clamp(0, 1)
-    pred[:, :, 1] = torch.rand(n, s, 1, 32, 32)
-    assert select_best_first_frame(pred[:, :, 0], gt[:, 0]).tolist() == [2, 0, 3]
-
+def test_official_protocol_scores_with_official_ssim_and_is_labelled(lpips_model, tmp_path):
+    pred, gt, _ = _batches(n_batches=1, n=2, s=3, t=2)[0]
     ev = Evaluator([4.0, 5.0], lpips=lpips_model, protocol="official")
     ev.update(pred, gt, batch_id=0)
     res = ev.results()
-    chosen = pred[torch.arange(n), torch.tensor([2, 0, 3])]
-    np.testing.assert_allclose(res["metrics"]["psnr"]["statistics"]["mean_over_samples"]["per_frame"],
-                               psnr(chosen, gt).mean(dim=0).numpy(), rtol=1e-6)
-    assert res["uses_ground_truth"] is True and res["num_samples"] == 1
-    assert "USES GROUND TRUTH" in res["note"] and "inter_sample_lpips" in res["skipped"]
+    target = gt[:, None].expand_as(pred)
+    np.testing.assert_allclose(res["metrics"]["ssim"]["statistics"]["mean_over_samples"]["per_frame"],
+                               ssim(pred, target, official=True).mean(dim=(0, 1)).numpy(), rtol=1e-6)
+    assert res["uses_ground_truth"] is True and res["num_samples"] == 3  # no sample is dropped
+    assert res["ssim"].startswith("official") and Evaluator([1.0]).ssim_variant.startswith("scikit-image")
+    assert "USES GROUND TRUTH" in res["note"] and "inter_sample_lpips" in res["metrics"]
     ev.write_report(tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["protocol"] == "official"
+
+
+def test_evaluation_state_refused_with_other_settings(tmp_path):
+    pred, gt, _ = _batches(n_batches=1, n=1, s=2, t=2)[0]
+    settings = {"sampler": "ddim", "steps": 2, "checkpoint": {"sha256": "ab"}}
+    ev = Evaluator([4.0, 5.0], settings=settings)
+    ev.update(pred, gt, batch_id=0)
+    ev.save_state(tmp_path / "state.json")
+    same = Evaluator([4.0, 5.0], settings=dict(settings))
+    same.load_state(tmp_path / "state.json")
+    assert same.is_done(0) and same.results()["settings"] == settings
+    other = Evaluator([4.0, 5.0], settings={**settings, "steps": 3, "checkpoint": {"sha256": "cd"}})
+    with pytest.raises(ValueError, match=r'settings.checkpoint.sha256: "ab" -> "cd"; settings.steps: 2 -> 3'):
+        other.load_state(tmp_path / "state.json")
+    with pytest.raises(ValueError, match="settings must be JSON-safe"):
+        Evaluator([4.0], settings={"x": float("nan")})
+    with pytest.raises(TypeError, match="settings must be a dict"):
+        Evaluator([4.0], settings=[1])
 
 
 def test_evaluation_bad_input(tmp_path, lpips_model):
