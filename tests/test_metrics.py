@@ -461,6 +461,11 @@ def test_i3d_missing_or_wrong_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a TorchScript"):
         load_i3d(tmp_path / "junk.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(nn.Linear(3, 3)).save(str(tmp_path / "linear.pt"))
+    with pytest.raises(ValueError, match=r"not the StyleGAN-V I3D: its forward takes \(input\)"):
+        load_i3d(tmp_path / "linear.pt")
     with pytest.raises(ValueError, match="protocol"):
         I3DFeatures(lambda x, **kw: x, protocol="tf")
     with pytest.raises(ValueError, match=r"\(2, D\)"):
