@@ -10,9 +10,14 @@ both averaged over videos, plus inter-sample LPIPS (mean over sample pairs, dive
 given is scored. State is a JSON file (``save_state``/``load_state``): finished batches are
 recorded by id, so an interrupted run resumes without redoing them.
 
-``protocol="official"`` reproduces the official STDiff selection: for each video separately, the
-sample whose first predicted frame best matches the ground truth (PSNR + SSIM) is kept and scored
-alone (S becomes 1). That uses the ground truth, and the report says so.
+``protocol="official"`` scores predictions made under the official STDiff protocol
+(``stdiff.official_protocol.predict_official``: the first frame chosen among candidates with the
+ground truth, all S trajectories continued from it) with the official SSIM (``ssim(official=True)``);
+its best_of_samples is the official best-of-S. That uses the ground truth, and the report says so.
+The default protocol uses scikit-image's SSIM (valid region); the report names the variant.
+``settings``: a JSON-safe description of how the predictions were made (checkpoint, sampler,
+seed, data...); it is saved in the state and the report, and a state made with other settings is
+refused, so a resumed run never mixes two runs.
 """
 from __future__ import annotations
 
@@ -42,24 +47,6 @@ Distance = Callable[[Tensor, Tensor], Tensor]
 """(..., C, H, W) image pairs in [0, 1] -> (...,) distances, e.g. ``stdiff.metrics.LPIPS``."""
 
 
-def select_best_first_frame(candidates: Tensor, target: Tensor) -> Tensor:
-    """Index of the candidate closest to the target, for each video separately (official protocol).
-
-    candidates: (N, K, C, H, W) first-frame candidates in [0, 1]; target: (N, C, H, W) ground-truth
-    first frames. Score = PSNR + SSIM as in the official code (which scores [-1, 1] images: PSNR
-    differs by a constant there, SSIM slightly); ties go to the lowest index. Unlike the official
-    code, candidates are always compared with their own video's frame.
-    Returns (N,) int64 on the inputs' device. USES GROUND TRUTH: label any result built on it.
-    """
-    cand = unit_images("candidates", candidates, "(N, K, C, H, W)", ndim=5)
-    tgt = unit_images("target", target, "(N, C, H, W)", ndim=4)
-    if cand.shape[:1] + cand.shape[2:] != tgt.shape:
-        raise ValueError(f"candidates must be (N, K, C, H, W) and target (N, C, H, W) with matching N, C, H, W; "
-                         f"got {tuple(cand.shape)} and {tuple(tgt.shape)}")
-    tgt = tgt.unsqueeze(1).expand_as(cand)
-    return (psnr(cand, tgt) + ssim(cand, tgt)).argmax(dim=1)
-
-
 def _check_times(times: Sequence[float]) -> list[float]:
     try:
         out = [float(t) for t in times]
@@ -70,6 +57,18 @@ def _check_times(times: Sequence[float]) -> list[float]:
     return out
 
 
+def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: saved -> now"`` for each differing entry, nested dicts flattened as ``a.b``."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
 class Evaluator:
     """Accumulates metrics batch by batch; see the module docstring for what is reported.
 
@@ -77,15 +76,23 @@ class Evaluator:
     lpips: an ``LPIPS`` module (``stdiff.metrics.load_lpips``) or None to skip LPIPS and diversity.
     video_features: (N, T, C, H, W) in [0, 1] -> (N, D) features (e.g. ``stdiff.metrics.load_i3d``),
         or None to skip FVD.
-    protocol: "honest" (default) or "official" (first-frame selection with the ground truth).
+    protocol: "honest" (default) or "official" (predictions from the official, ground-truth-assisted
+        protocol; scored with the official SSIM).
     device: where metrics are computed (None: the predictions' device); an LPIPS module is moved there.
+    settings: JSON-safe dict describing the run (see the module docstring), or None.
     """
 
     def __init__(self, times: Sequence[float], *, lpips: Distance | None = None,
                  video_features: VideoFeatures | None = None, protocol: str = "honest",
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, settings: dict[str, Any] | None = None) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"settings must be a dict or None, got {type(settings).__name__}")
+        try:
+            self.settings = json.loads(json.dumps(settings, allow_nan=False)) if settings is not None else None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"settings must be JSON-safe (str, numbers, lists, dicts): {exc}") from exc
         for name, fn in (("lpips", lpips), ("video_features", video_features)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
@@ -111,7 +118,7 @@ class Evaluator:
 
     @property
     def uses_ground_truth(self) -> bool:
-        """True when samples were selected with the ground truth (official protocol)."""
+        """True when the predictions were made with the ground truth (official protocol)."""
         return self.protocol == "official"
 
     def is_done(self, batch_id: int | str) -> bool:
@@ -132,9 +139,6 @@ class Evaluator:
         if self.is_done(batch_id):
             raise ValueError(f"batch_id {batch_id!r} was already accumulated (check is_done() when resuming)")
         pred, gt, obs = self._check_batch(predictions, ground_truth, observed)
-        if self.protocol == "official":
-            keep = select_best_first_frame(pred[:, :, 0], gt[:, 0])
-            pred = pred[torch.arange(pred.shape[0], device=pred.device), keep].unsqueeze(1)
         n, s = pred.shape[:2]
         if self.num_samples is not None and s != self.num_samples:
             raise ValueError(f"predictions must have S={self.num_samples} samples like earlier batches, got {s}")
@@ -178,7 +182,8 @@ class Evaluator:
     def _frame_sums(self, pred: Tensor, gt: Tensor) -> dict[str, np.ndarray]:
         """Per-frame sums over the batch's videos, (T,) float64 each."""
         target = gt.unsqueeze(1).expand_as(pred)
-        fns = {"psnr": psnr, "ssim": ssim, "lpips": self.lpips}
+        official = self.protocol == "official"
+        fns = {"psnr": psnr, "ssim": lambda x, y: ssim(x, y, official=official), "lpips": self.lpips}
         n = pred.shape[0]
         out = {}
         for m in self.frame_metrics:
@@ -240,6 +245,8 @@ class Evaluator:
             "protocol": self.protocol,
             "uses_ground_truth": self.uses_ground_truth,
             "note": self._note(),
+            "ssim": self.ssim_variant,
+            "settings": self.settings,
             "num_videos": self.num_videos,
             "num_samples": self.num_samples,
             "num_batches": len(self.batches_done),
@@ -265,14 +272,22 @@ class Evaluator:
         out.update({f"sample_{k}": {"value": v} for k, v in enumerate(per_sample)})
         return out
 
+    @property
+    def ssim_variant(self) -> str:
+        """Which SSIM the report uses."""
+        if self.protocol == "official":
+            return "official: zero-padded, same-size map averaged (the official STDiff SSIM)"
+        return "scikit-image: valid region only (structural_similarity, gaussian_weights, sigma 1.5)"
+
     def _note(self) -> str:
         note = ("mean_over_samples: per video, the metric averaged over its samples. best_of_samples: per "
                 "video, the sample with the best metric averaged over all frames (an oracle choice using the "
                 "ground truth). FVD all_samples pools every sample; sample_k uses the k-th sample of each video.")
         if self.uses_ground_truth:
-            note = ("OFFICIAL PROTOCOL, USES GROUND TRUTH: for each video, only the sample whose first "
-                    "predicted frame best matched the ground truth (PSNR + SSIM) was scored, so every number "
-                    "here, including mean_over_samples, benefits from the ground truth. " + note)
+            note = ("OFFICIAL PROTOCOL, USES GROUND TRUTH: for each video, the first predicted frame was "
+                    "chosen among candidates as the one closest to the ground truth (PSNR + SSIM) and every "
+                    "sample continues from it, so every number here, including mean_over_samples, benefits "
+                    "from the ground truth; best_of_samples is the official best-of-S. " + note)
         return note
 
     def write_report(self, out_dir: str | Path, stem: str = "metrics") -> dict[str, Path]:
@@ -297,9 +312,10 @@ class Evaluator:
         """Restore a ``state_dict()``; its configuration must match this evaluator's."""
         if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
             raise ValueError(f"not an evaluation state (expected format {_STATE_FORMAT!r})")
-        if state["config"] != self._config():
-            raise ValueError(f"the evaluation state was saved with a different configuration: "
-                             f"{state['config']} vs this evaluator's {self._config()}")
+        if state.get("config") != self._config():
+            saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+            raise ValueError("the evaluation state was saved with a different configuration: "
+                             + "; ".join(_differences(saved, self._config())))
         sums = {k: decode_array(v) for k, v in state["sums"].items()}
         if set(sums) != set(self._sums) or any(v.shape != (len(self.times),) for v in sums.values()):
             raise ValueError("the evaluation state's per-frame sums do not match this evaluator")
@@ -328,4 +344,4 @@ class Evaluator:
 
     def _config(self) -> dict[str, Any]:
         return {"times": list(self.times), "protocol": self.protocol, "frame_metrics": list(self.frame_metrics),
-                "fvd": self.video_features is not None}
+                "fvd": self.video_features is not None, "settings": self.settings}

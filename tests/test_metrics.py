@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import warnings
 
@@ -24,7 +25,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio as tm_psnr
 
-from stdiff.evaluation import Evaluator, select_best_first_frame
+from stdiff.evaluation import Evaluator
 from stdiff.metrics import (
     AlexNetFeatures,
     FeatureStats,
@@ -153,6 +154,64 @@ def test_psnr_ssim_batched_leading_dims_and_identity():
     assert torch.allclose(ssim(x, x), torch.ones(2, 3, 4))
     assert torch.allclose(psnr(x, x), torch.full((2, 3, 4), 80.0))  # mse + 1e-8: finite
     assert psnr(x.half(), y.half()).dtype == torch.float32
+
+
+class OfficialSSIM(nn.Module):
+    """The official STDiff ``SSIM`` module (stdiff/utils/metrics.py there), written out literally."""
+
+    def __init__(self, window_size: int = 11) -> None:
+        super().__init__()
+        self.window_size = window_size
+
+    def gaussian(self, window_size, sigma):
+        gauss = torch.Tensor([math.exp(-(x - window_size // 2) ** 2 / float(2 * sigma ** 2)) for x in range(window_size)])
+        return gauss / gauss.sum()
+
+    def create_window(self, window_size, channel):
+        _1d = self.gaussian(window_size, 1.5).unsqueeze(1)
+        _2d = _1d.mm(_1d.t()).float().unsqueeze(0).unsqueeze(0)
+        return _2d.expand(channel, 1, window_size, window_size).contiguous()
+
+    def forward(self, img1, img2):
+        channel = img1.shape[1]
+        window = self.create_window(self.window_size, channel).type_as(img1)
+        pad = self.window_size // 2
+        mu1 = F.conv2d(img1, window, padding=pad, groups=channel)
+        mu2 = F.conv2d(img2, window, padding=pad, groups=channel)
+        mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
+        sigma1_sq = F.conv2d(img1 * img1, window, padding=pad, groups=channel) - mu1_sq
+        sigma2_sq = F.conv2d(img2 * img2, window, padding=pad, groups=channel) - mu2_sq
+        sigma12 = F.conv2d(img1 * img2, window, padding=pad, groups=channel) - mu1_mu2
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        ssim_map = ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / ((mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2))
+        return torch.mean(ssim_map, dim=(1, 2, 3))
+
+
+@settings(max_examples=10, deadline=None)
+@given(c=st.sampled_from([1, 3]), h=st.integers(3, 40), w=st.integers(3, 40), noise=st.floats(0.01, 0.5),
+       seed=st.integers(0, 2**31 - 1))
+def test_official_ssim_matches_the_official_module(c, h, w, noise, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, c, h, w, generator=g)
+    y = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    expected = OfficialSSIM()(y.double(), x.double())
+    torch.testing.assert_close(ssim(y.double(), x.double(), official=True), expected, rtol=0, atol=1e-7)
+    torch.testing.assert_close(ssim(y, x, official=True), OfficialSSIM()(y, x), rtol=0, atol=2e-6)
+
+
+def test_official_ssim_differs_from_skimage_on_dark_borders():
+    """A bright square on black (a digit-like frame) and its shifted copy: zero padding sees black
+    outside the frame too, so the official map scores the flat border windows as equal (1)."""
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 10:20, 10:20] = 1.0
+    y = torch.roll(x, 3, dims=-1)
+    official, ours = ssim(y, x, official=True).item(), ssim(y, x).item()
+    assert official == pytest.approx(OfficialSSIM()(y, x).item(), abs=1e-6)
+    assert official > ours + 0.05
+    assert torch.allclose(ssim(x, x, official=True), torch.ones(1))
+    with pytest.raises(TypeError, match="official must be a bool"):
+        ssim(x, x, official="yes")
+    assert ssim(torch.rand(2, 1, 5, 7), torch.rand(2, 1, 5, 7), official=True).shape == (2,)
 
 
 # ----------------------------------------------------------------------------- LPIPS
@@ -402,6 +461,11 @@ def test_i3d_missing_or_wrong_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a TorchScript"):
         load_i3d(tmp_path / "junk.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(nn.Linear(3, 3)).save(str(tmp_path / "linear.pt"))
+    with pytest.raises(ValueError, match=r"not the StyleGAN-V I3D: its forward takes \(input\)"):
+        load_i3d(tmp_path / "linear.pt")
     with pytest.raises(ValueError, match="protocol"):
         I3DFeatures(lambda x, **kw: x, protocol="tf")
     with pytest.raises(ValueError, match=r"\(2, D\)"):
@@ -526,27 +590,37 @@ def test_evaluation_without_optional_metrics(tmp_path):
     assert ev.write_report(tmp_path)["png"].is_file()
 
 
-def test_official_protocol_selects_per_video(lpips_model, i3d_file, tmp_path):
-    torch.manual_seed(12)
-    n, s = 3, 4
-    gt = torch.rand(n, 2, 1, 32, 32)
-    noise = torch.full((n, s), 0.5)
-    noise[torch.arange(n), torch.tensor([2, 0, 3])] = 0.05  # the best first frame differs per video
-    pred = gt[:, None].expand(-1, s, -1, -1, -1, -1).clone()
-    pred[:, :, 0] = (pred[:, :, 0] + noise[..., None, None, None] * torch.randn(n, s, 1, 32, 32)).clamp(0, 1)
-    pred[:, :, 1] = torch.rand(n, s, 1, 32, 32)
-    assert select_best_first_frame(pred[:, :, 0], gt[:, 0]).tolist() == [2, 0, 3]
-
+def test_official_protocol_scores_with_official_ssim_and_is_labelled(lpips_model, tmp_path):
+    pred, gt, _ = _batches(n_batches=1, n=2, s=3, t=2)[0]
     ev = Evaluator([4.0, 5.0], lpips=lpips_model, protocol="official")
     ev.update(pred, gt, batch_id=0)
     res = ev.results()
-    chosen = pred[torch.arange(n), torch.tensor([2, 0, 3])]
-    np.testing.assert_allclose(res["metrics"]["psnr"]["statistics"]["mean_over_samples"]["per_frame"],
-                               psnr(chosen, gt).mean(dim=0).numpy(), rtol=1e-6)
-    assert res["uses_ground_truth"] is True and res["num_samples"] == 1
-    assert "USES GROUND TRUTH" in res["note"] and "inter_sample_lpips" in res["skipped"]
+    target = gt[:, None].expand_as(pred)
+    np.testing.assert_allclose(res["metrics"]["ssim"]["statistics"]["mean_over_samples"]["per_frame"],
+                               ssim(pred, target, official=True).mean(dim=(0, 1)).numpy(), rtol=1e-6)
+    assert res["uses_ground_truth"] is True and res["num_samples"] == 3  # no sample is dropped
+    assert res["ssim"].startswith("official") and Evaluator([1.0]).ssim_variant.startswith("scikit-image")
+    assert "USES GROUND TRUTH" in res["note"] and "inter_sample_lpips" in res["metrics"]
     ev.write_report(tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["protocol"] == "official"
+
+
+def test_evaluation_state_refused_with_other_settings(tmp_path):
+    pred, gt, _ = _batches(n_batches=1, n=1, s=2, t=2)[0]
+    settings = {"sampler": "ddim", "steps": 2, "checkpoint": {"sha256": "ab"}}
+    ev = Evaluator([4.0, 5.0], settings=settings)
+    ev.update(pred, gt, batch_id=0)
+    ev.save_state(tmp_path / "state.json")
+    same = Evaluator([4.0, 5.0], settings=dict(settings))
+    same.load_state(tmp_path / "state.json")
+    assert same.is_done(0) and same.results()["settings"] == settings
+    other = Evaluator([4.0, 5.0], settings={**settings, "steps": 3, "checkpoint": {"sha256": "cd"}})
+    with pytest.raises(ValueError, match=r'settings.checkpoint.sha256: "ab" -> "cd"; settings.steps: 2 -> 3'):
+        other.load_state(tmp_path / "state.json")
+    with pytest.raises(ValueError, match="settings must be JSON-safe"):
+        Evaluator([4.0], settings={"x": float("nan")})
+    with pytest.raises(TypeError, match="settings must be a dict"):
+        Evaluator([4.0], settings=[1])
 
 
 def test_evaluation_bad_input(tmp_path, lpips_model):

@@ -3,14 +3,20 @@
 Every predicted frame that has a ground-truth frame (integer times inside the clip) is scored:
 PSNR, SSIM, LPIPS (with ``--lpips``), inter-sample LPIPS and FVD (with ``--i3d``), as the mean over
 samples and the best of S, per frame and averaged. Finished batches are recorded in
-``<out>/state.json``; rerunning the same command skips them.
+``<out>/state.json`` with the run's settings (checkpoint weights' SHA-256, data, times, sampler,
+steps, samples, seed, batch size, dtype, device type, metric weight files); rerunning the same
+command skips them, and a run with other settings is refused unless ``--overwrite`` is given.
+``--official-protocol`` samples as the official test script (first frame chosen with the ground
+truth, see ``stdiff.official_protocol``) and scores with the official SSIM.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 HELP = "evaluate a checkpoint on a test set: PSNR, SSIM, LPIPS, FVD, diversity (resumable)"
 
@@ -35,12 +41,20 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lpips-heads", default=None, help="lpips linear heads file (alex.pth), if separate")
     parser.add_argument("--i3d", default=None, help="TorchScript I3D file (StyleGAN-V) for FVD")
     parser.add_argument("--official-protocol", action="store_true",
-                        help="keep, per video, the sample whose first frame is closest to the ground truth (the "
-                             "official selection; USES THE GROUND TRUTH, labelled as such in the report)")
+                        help="the official test protocol: per video, the first frame is chosen among "
+                             "--first-frame-candidates by PSNR + SSIM against the ground truth and all --samples "
+                             "trajectories continue from it; official SSIM (USES THE GROUND TRUTH, labelled as "
+                             "such in the report)")
+    parser.add_argument("--first-frame-candidates", type=int, default=10,
+                        help="first-frame candidates per video under --official-protocol (default 10, as the "
+                             "official configs)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--out", default="stdiff-eval", help="output folder (default ./stdiff-eval)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="discard an earlier evaluation in --out made with other settings (default: resume "
+                             "only when the settings match, refuse otherwise)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -52,6 +66,78 @@ def _query_times(args: argparse.Namespace, t_last: float, default_frames: int) -
     return future_times(times, args.num_frames, args.fps, t_last, default_frames)
 
 
+REPORT_FILES = ("state.json", "metrics.json", "metrics.csv", "metrics.png")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("samples", "batch_size", "num_videos", "first_frame_candidates"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _sha256_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_weights(module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes), whatever file it came from."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _settings(args: argparse.Namespace, predictor, device, num_videos: int, query: list[float]) -> dict[str, Any]:
+    """What decides the numbers of a run: a state made with other settings is not resumed."""
+    from ..predictor import DEFAULT_STEPS
+
+    data = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
+    return {
+        "checkpoint_sha256": _sha256_weights(predictor.model), "data": data, "split": args.split,
+        "num_videos": num_videos, "query_times": query, "samples": args.samples, "sampler": args.sampler,
+        "steps": DEFAULT_STEPS.get(args.sampler) if args.steps is None else args.steps, "seed": args.seed,
+        "batch_size": args.batch_size, "dtype": args.dtype, "device": device.type,
+        "first_frame_candidates": args.first_frame_candidates if args.official_protocol else None,
+        "lpips_sha256": [_sha256_file(args.lpips), _sha256_file(args.lpips_heads)],
+        "i3d_sha256": _sha256_file(args.i3d),
+    }
+
+
+def _resume(evaluator, out: Path, overwrite: bool) -> None:
+    """Continue the evaluation in ``out`` when its settings match; refuse otherwise (or discard it)."""
+    state = out / "state.json"
+    if overwrite:
+        for name in REPORT_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif state.exists():
+        try:
+            evaluator.load_state(state)
+        except ValueError as exc:
+            raise ValueError(f"--out {str(out)!r} holds another evaluation, not resumed: {exc}. Use another --out, "
+                             f"or --overwrite to discard it") from exc
+
+
+def _check_i3d(video, path: str, shape: tuple[int, ...], device) -> None:
+    """Run the feature extractor once on blank videos of the evaluation's shape: fail before sampling."""
+    import torch
+
+    try:
+        video(torch.zeros(shape, device=device))
+    except Exception as exc:  # any failure of a user-provided model: name the file and the shape
+        raise ValueError(f"--i3d {path} fails on videos of shape (N, T, C, H, W) = {shape}: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -59,12 +145,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import build_dataset
     from ..evaluation import Evaluator
+    from ..official_protocol import predict_official
     from ..predictor import Predictor
     from ..training.distributed import resolve_device
 
-    for name in ("samples", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _check_args(args)
     device = resolve_device(args.device)
     predictor = Predictor.from_pretrained(args.checkpoint, device=device, dtype=getattr(torch, args.dtype))
     cfg = predictor.config
@@ -80,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     scored = [i for i, t in enumerate(query) if float(t).is_integer() and to <= t <= to - 1 + horizon]
     if not scored:
         raise ValueError(f"no query time has a ground-truth frame (integer times {to}..{to - 1 + horizon}): {query}")
+    if args.official_protocol and scored[0] != 0:
+        raise ValueError(f"--official-protocol chooses the first predicted frame with its ground truth: the first "
+                         f"query time must be an integer frame time in {to}..{to - 1 + horizon}, got {query[0]}")
     gt_index = [int(query[i]) for i in scored]
 
     lpips = video = None
@@ -91,22 +179,26 @@ def run(args: argparse.Namespace) -> int:
         from ..metrics import load_i3d
 
         video = load_i3d(args.i3d, device=device)
+        _check_i3d(video, args.i3d, (2, to + len(scored), cfg.channels, cfg.image_size, cfg.image_size), device)
     evaluator = Evaluator([query[i] for i in scored], lpips=lpips, video_features=video,
-                          protocol="official" if args.official_protocol else "honest", device=device)
+                          protocol="official" if args.official_protocol else "honest", device=device,
+                          settings=_settings(args, predictor, device, len(dataset), query))
     out = Path(args.out)
-    state = out / "state.json"
-    if state.exists():
-        evaluator.load_state(state)
+    _resume(evaluator, out, args.overwrite)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     for batch_id, clips in enumerate(tqdm(loader, desc="evaluate", unit="batch", disable=args.no_progress)):
         if evaluator.is_done(batch_id):
             continue
         observed, future = clips[:, :to], clips[:, to:]
-        pred = predictor.predict(observed, times=query, num_samples=args.samples, sampler=args.sampler,
-                                 steps=args.steps, seed=args.seed + batch_id, progress=False)
         truth = future[:, [t - to for t in gt_index]].to(device)
-        evaluator.update(pred.frames[:, :, scored].float(), truth, batch_id=batch_id, observed=observed.to(device))
-        evaluator.save_state(state)
+        sampling = dict(num_samples=args.samples, sampler=args.sampler, steps=args.steps, seed=args.seed + batch_id)
+        if args.official_protocol:
+            frames = predict_official(predictor, observed, query, truth[:, 0],
+                                      num_candidates=args.first_frame_candidates, **sampling)
+        else:
+            frames = predictor.predict(observed, times=query, progress=False, **sampling).frames
+        evaluator.update(frames[:, :, scored].float(), truth, batch_id=batch_id, observed=observed.to(device))
+        evaluator.save_state(out / "state.json")
     paths = evaluator.write_report(out)
     results = evaluator.results()
     summary = {f"{metric}/{stat}": curve.get("average", curve) if isinstance(curve, dict) else curve

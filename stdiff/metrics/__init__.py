@@ -3,7 +3,8 @@
 All image metrics take (..., C, H, W) floats in [0, 1] on any device and return one value per
 image (...,). Weights (AlexNet for LPIPS, I3D for FVD) come from local files only; nothing is
 downloaded. Streaming accumulation: ``FeatureStats`` (FVD features); per-frame averaging over a
-test set, best-of-S and the report live in ``stdiff.evaluation``.
+test set, best-of-S and the report live in ``stdiff.evaluation``; ``quality_vs_speed`` scores
+and times sampler settings.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .lpips import LPIPS, load_lpips
 from .psnr import psnr
 from .report import write_report
 from .ssim import ssim
+from .tradeoff import quality_vs_speed
 
 __all__ = [
     "AlexNetFeatures",
@@ -28,6 +30,7 @@ __all__ = [
     "load_i3d",
     "load_lpips",
     "psnr",
+    "quality_vs_speed",
     "ssim",
     "trace_sqrt_product",
     "write_report",

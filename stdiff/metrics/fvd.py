@@ -26,6 +26,7 @@ from .accumulate import FeatureStats
 from .frechet import frechet_distance
 
 PROTOCOLS = ("stdiff", "styleganv")
+_I3D_ARGUMENTS = ("rescale", "resize", "return_features")  # keyword arguments of the detector's forward
 RESOLUTION = 224
 
 VideoFeatures = Callable[[Tensor], Tensor]
@@ -115,6 +116,11 @@ def load_i3d(path: str | Path, *, protocol: str = "stdiff", batch_size: int = 16
             detector = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # not TorchScript: name the file and the cause
         raise ValueError(f"{path} is not a TorchScript I3D model: {exc}. {MISSING_I3D}") from exc
+    schema = getattr(getattr(detector, "forward", None), "schema", None)
+    names = [a.name for a in schema.arguments if a.name != "self"] if schema is not None else None
+    if names is not None and not set(_I3D_ARGUMENTS) <= set(names):
+        raise ValueError(f"{path} is a TorchScript model but not the StyleGAN-V I3D: its forward takes "
+                         f"({', '.join(names)}), expected (x, {', '.join(_I3D_ARGUMENTS)}). {MISSING_I3D}")
     return I3DFeatures(detector, protocol=protocol, batch_size=batch_size, device=device)
 
 
