@@ -28,7 +28,9 @@ from torch import Tensor
 from .metrics._validate import unit_images
 from .metrics.ssim import ssim_unchecked
 from .prediction import future_times
-from .predictor import DEFAULT_STEPS, Predictor, plan_chunks
+from .planning import plan_chunks
+from .sampling.loop import frame_key
+from .predictor import DEFAULT_STEPS, Predictor
 
 #: First-frame candidates and trajectories per video in the official test configs.
 OFFICIAL_CANDIDATES = 10
@@ -94,7 +96,7 @@ def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[flo
     generator = torch.Generator(device=device).manual_seed(seed)
     context = obs.to(device) * 2 - 1
     first = chunks[0].times
-    with predictor.context_mode():
+    with torch.no_grad():
         cand, cand_motion = predictor.model.sample(context, first[:1], num_candidates, sampler, steps, generator,
                                                    return_motion=True)   # (N, K, 1, ...)
         best = select_best_first_frame((cand[:, :, 0] + 1) / 2, truth.to(device))
@@ -106,21 +108,16 @@ def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[flo
                                           generator, t0=first[0], motion_state=motion0)
             chunk0 = torch.cat([chunk0, rest], 2)
     # frames in [0, 1] by time key: the observed ones (shared by all S) and the first chunk's
-    frames = {_key(t_last - j): (context[:, -1 - j, None].expand(n, s, *context.shape[2:]) + 1) / 2
+    frames = {frame_key(t_last - j): (context[:, -1 - j, None].expand(n, s, *context.shape[2:]) + 1) / 2
               for j in range(context.shape[1])}
-    frames.update({_key(t): (chunk0[:, :, i] + 1) / 2 for i, t in enumerate(first)})
+    frames.update({frame_key(t): (chunk0[:, :, i] + 1) / 2 for i, t in enumerate(first)})
     if len(chunks) > 1:  # beyond the horizon: continue each trajectory as Predictor.predict does
         c1 = chunks[1].t0
-        grid = [frames[_key(c1 - j)] for j in reversed(range(cfg.num_observed)) if _key(c1 - j) in frames]
+        grid = [frames[frame_key(c1 - j)] for j in reversed(range(cfg.num_observed)) if frame_key(c1 - j) in frames]
         ctx = torch.stack(grid, 2).flatten(0, 1)                            # (N*S, L, C, H, W)
         shift = c1 - (ctx.shape[1] - 1)                                     # ctx's last frame is at time c1
         later = [t for t in times if t > c1 + 1e-9]
         more = predictor.predict(ctx, times=[t - shift for t in later], sampler=sampler, steps=steps,
                                  generator=generator, progress=False).frames[:, 0]
-        frames.update({_key(t): more[:, i].unflatten(0, (n, s)) for i, t in enumerate(later)})
-    return torch.stack([frames[_key(t)] for t in times], 2).clamp(0, 1)
-
-
-def _key(t: float) -> float:
-    """Dictionary key of a time (as the predictor: times closer than 1e-6 frames are one frame)."""
-    return round(t, 6)
+        frames.update({frame_key(t): more[:, i].unflatten(0, (n, s)) for i, t in enumerate(later)})
+    return torch.stack([frames[frame_key(t)] for t in times], 2).clamp(0, 1)
