@@ -10,8 +10,8 @@ package was imported. Triton is optional: without it this package still imports 
 Layouts: NCHW-contiguous and channels_last inputs are accepted. The Conv-GRU gates and SPADE
 copy channels_last inputs to NCHW and return NCHW; the update and SDE ops keep a layout shared
 by all their inputs, except that in-kernel noise (``dW=None``) works in NCHW order.
-Noise: ``dW=None`` draws ``sqrt(dt) N(0, 1)`` with Philox, element ``i`` (row-major) from counter
-``offset + i`` of stream ``seed``; advance ``offset`` by ``y.numel()`` between steps.
+Noise: ``dW=None`` draws ``sqrt(dt) * stdiff.ops.philox_normal(y.shape, seed, offset)``, bit-identical
+to the C++/CUDA kernels: ``offset`` is a stream id (a solver passes offset k at step k).
 """
 from __future__ import annotations
 

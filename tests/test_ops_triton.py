@@ -180,19 +180,22 @@ def test_noise_statistics():
 
 
 def test_noise_is_a_counter_stream():
-    """Equal (seed, offset) give equal noise; element i uses counter offset + i (64-bit)."""
+    """Equal (seed, offset) give equal noise; element i is counter i of stream (seed, offset)."""
     shape = (2, 3, 5, 7)
     a = _noise(shape, seed=7, offset=11)
     assert torch.equal(a, _noise(shape, seed=7, offset=11))
     assert not torch.equal(a, _noise(shape, seed=8, offset=11))
     flat = _noise((300,), seed=7, offset=11)
     assert torch.equal(a.flatten(), flat[: a.numel()])
-    assert torch.equal(flat[5:], _noise((295,), seed=7, offset=16))
-    across = _noise((64,), seed=3, offset=2**32 - 32)  # crosses the low-word boundary of the counter
-    assert torch.equal(across[32:], _noise((32,), seed=3, offset=2**32))
-    assert not torch.equal(across[:32], across[32:])
+    # offset is a stream id: the next offset is a new stream, not this one shifted by an element
+    following = _noise((300,), seed=7, offset=12)
+    for shift in (0, 1, -1):
+        assert not torch.equal(following, flat.roll(shift))
+    low, high = _noise((64,), seed=3, offset=2**32 - 1), _noise((64,), seed=3, offset=2**32)
+    assert not torch.equal(low, high)  # the counter's high word is used
     big = _noise((1000,), seed=2**62 + 5, offset=2**62)
     assert torch.isfinite(big).all() and 0.7 < big.std().item() < 1.3
+    assert torch.equal(big, ops.philox_normal((1000,), 2**62 + 5, 2**62, device=DEVICE))
 
 
 def test_noise_shared_by_predictor_corrector_and_backward():

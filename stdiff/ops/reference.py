@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor
 
+from .philox import normals
+
 __all__ = [
     "convgru_gates",
     "convgru_update",
@@ -68,15 +70,16 @@ def spade_norm(
 
 
 def brownian_increment(like: Tensor, dt: float, seed: int, offset: int = 0) -> Tensor:
-    """``sqrt(dt) * N(0, 1)`` noise shaped like ``like``, reproducible for equal (seed, offset).
+    """``sqrt(dt) * N(0, 1)`` shaped like ``like``: the increment every backend draws for dW=None.
 
-    The reference stream comes from a CPU ``torch.Generator``; compiled and Triton backends use
-    their own Philox streams, so noise is equal in distribution across backends, not bitwise.
+    The normals are those of :func:`stdiff.ops.philox_normal` (bit-identical to the C++/CUDA and
+    Triton kernels); float32 and lower precisions scale them by float32 ``sqrt(dt)`` as the
+    kernels do, float64 in float64.
     """
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed((int(seed) * 1_000_003 + int(offset)) % (2**63 - 1))
-    noise = torch.randn(like.shape, generator=gen, dtype=torch.float32)
-    return (noise * math.sqrt(dt)).to(device=like.device, dtype=like.dtype)
+    z = normals(like.numel(), seed, offset, device=like.device).view(like.shape)
+    if like.dtype == torch.float64:
+        return z.double() * math.sqrt(dt)
+    return (z * math.sqrt(dt)).to(like.dtype)
 
 
 def _diffusion(g: Tensor, g_is_raw: bool) -> Tensor:
