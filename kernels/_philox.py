@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-_TWO_POW_M24: tl.constexpr = 5.9604644775390625e-8
+_TWO_POW_M24 = tl.constexpr(5.9604644775390625e-8)
 
 
 @triton.jit

@@ -364,6 +364,13 @@ _AOT_SCRIPT = textwrap.dedent(
                 signature[name] = "i64" if big and name in ("seed", "offset") else "i32"
         source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
         triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": 8})
+    # in-kernel noise, compiled as launched: no fused multiply-add, IEEE division and square root
+    constexprs = {"HAS_F": False, "HAS_GP": False, "HAS_W": False, "RAW": False, "BLOCK": 1024}
+    signature = {name: "constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr") else
+                 "fp32" if name in ("dt", "noise_scale") else "i64" for name in sde._sde_fwd_kernel.arg_names}
+    source = ASTSource(fn=sde._sde_fwd_kernel, signature=signature, constexprs=constexprs)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False}).asm["ptx"]
+    assert "fma.rn.f32" not in ptx and "div.rn.f32" in ptx and "sqrt.rn.f32" in ptx, "noise not IEEE-exact"
     print("compiled", len(CASES))
     """
 )
