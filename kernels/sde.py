@@ -25,7 +25,9 @@ from torch import Tensor
 
 from ._math import load_acc, tanh
 from ._philox import normal
-from ._runtime import check_device, common_format, dense
+from stdiff.ops.contract import output_format
+
+from ._runtime import check_device, dense
 from ._tuning import ELEMENTWISE_CONFIGS, autotuned, launch_flat
 
 
@@ -99,8 +101,7 @@ _sde_bwd = autotuned(_sde_bwd_kernel, ELEMENTWISE_CONFIGS, key=["n"])
 
 
 def _layout(tensors: list[Tensor | None], noise_in_kernel: bool) -> tuple[list[Tensor | None], torch.memory_format]:
-    present = [t for t in tensors if t is not None]
-    fmt = torch.contiguous_format if noise_in_kernel else common_format(*present)
+    fmt = output_format(*tensors, allow_channels_last=not noise_in_kernel)
     return dense(tensors, fmt), fmt
 
 
@@ -108,14 +109,15 @@ def sde_forward(
     y: Tensor,
     f: Tensor | None,
     g: Tensor,
-    g_pred: Tensor | None,
     dW: Tensor | None,
     dt: float,
+    g_pred: Tensor | None,
     g_is_raw: bool,
     seed: int,
     offset: int,
 ) -> Tensor:
-    """``y + [f dt] + G W`` (see the module docstring); all tensors shaped like y."""
+    """``y + [f dt] + G W`` (see the module docstring; the op contract's argument order, f None
+    for the predictor); all tensors shaped like y."""
     check_device(*(t for t in (y, f, g, g_pred, dW) if t is not None))
     (y, f, g, g_pred, dW), fmt = _layout([y, f, g, g_pred, dW], dW is None)
     out = torch.empty_like(y, memory_format=fmt)

@@ -234,9 +234,9 @@ def test_noise_does_not_depend_on_layout():
 def _layout_cases():
     """(op name, op, keyword arguments, channels of each input (0: a (N, C) bias), keeps layout)."""
     return [
-        ("convgru_gates", ops.convgru_gates, {}, (6, 6, 3), False),
+        ("convgru_gates", ops.convgru_gates, {}, (6, 6, 3), True),
         ("convgru_update", ops.convgru_update, {"standard": True}, (3, 3, 3, 3), True),
-        ("spade_norm", ops.spade_norm, {}, (3, 3, 3, 0), False),
+        ("spade_norm", ops.spade_norm, {}, (3, 3, 3, 0), True),
         ("sde_step", ops.sde_step, {"dt": 0.1, "g_is_raw": True}, (3, 3, 3, 3), True),
         ("sde_predict", ops.sde_predict, {}, (3, 3, 3), True),
     ]
@@ -288,21 +288,23 @@ def test_is_available_names_the_mode():
 # ------------------------------------------------------------------ custom-op checks
 def _opcheck_cases():
     x = lambda c=3: _randn((2, c, 3, 4), torch.float32)  # noqa: E731
-    stats = [_randn((2, 3), torch.float32), _randn((2, 3), torch.float32).abs() + 0.5]
     return [
         ("gates", kops.convgru_gates, (x(6), x(6), x())),
-        ("gates_backward", kops.convgru_gates_backward, (x(6), x(6), x(), x(), x())),
+        ("gates_backward", kops.convgru_gates_backward, (x(), x(), x(), x(6), x(6), x())),
+        ("gates_backward_no_grad_u", kops.convgru_gates_backward, (None, x(), x(), x(6), x(6), x())),
         ("update", kops.convgru_update, (x(), x(), x(), x(), False)),
         ("update_standard_backward", kops.convgru_update_backward, (x(), x(), x(), x(), x(), True)),
         ("spade_bias", kops.spade_norm, (x(), x(), x(), _randn((2, 3), torch.float32), 1e-5)),
         ("spade", kops.spade_norm, (x(), x(), x(), None, 1e-3)),
-        ("spade_backward", kops.spade_norm_backward, (x(), x(), x(), *stats, True)),
+        ("spade_backward", kops.spade_norm_backward, (x(), x(), x(), 1e-5, [True, True, True])),
+        ("spade_backward_masked", kops.spade_norm_backward, (x(), x(), x(), 1e-5, [True, False, False])),
         ("step_heun_raw", kops.sde_step, (x(), x(), x(), x(), 0.1, x(), True, 0, 0)),
         ("step_noise", kops.sde_step, (x(), x(), x(), None, 0.1, None, False, 3, 17)),
-        ("predict", kops.sde_predict, (x(), x(), x(), 0.0, False, 0, 0)),
+        ("predict", kops.sde_predict, (x(), x(), x(), None, False, None, 0)),
         ("predict_noise_raw", kops.sde_predict, (x(), x(), None, 0.2, True, 1, 2)),
-        ("sde_backward", kops.sde_backward, (x(), x(), x(), x(), 0.1, True, 0, 0, True, True, True, True)),
-        ("sde_backward_noise", kops.sde_backward, (x(), x(), None, None, 0.1, False, 4, 5, False, True, False, False)),
+        ("step_backward", kops.sde_step_backward, (x(), x(), x(), 0.1, x(), True, None, 0, [True, True, True, True])),
+        ("step_backward_noise", kops.sde_step_backward, (x(), x(), None, 0.1, None, False, 4, 5, [False, True, False, False])),
+        ("predict_backward", kops.sde_predict_backward, (x(), x(), x(), None, True, None, 0, [True, True])),
     ]
 
 
