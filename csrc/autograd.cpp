@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <array>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -84,7 +85,13 @@ Tensor convgru_update(const Tensor& cx, const Tensor& ch, const Tensor& u, const
 
 // ------------------------------------------------------------------ spade_norm
 using SpadeSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&, double);
-using SpadeBwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, double);
+using SpadeBwdSig = std::vector<Tensor>(const Tensor&, const Tensor&, const Tensor&, double, std::array<bool, 3>);
+
+// The next requested gradient of `grads` (a backward op's output: the requested ones, in order),
+// or an undefined tensor when `needed` is false.
+Tensor take(const std::vector<Tensor>& grads, size_t& next, bool needed) {
+  return needed ? grads[next++] : Tensor();
+}
 
 struct SpadeFunction : torch::autograd::Function<SpadeFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& gamma, const Tensor& beta,
@@ -99,8 +106,16 @@ struct SpadeFunction : torch::autograd::Function<SpadeFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = handle<SpadeBwdSig>("stdiff::spade_norm_backward");
     const auto s = ctx->get_saved_variables();
-    auto [grad_h, grad_gamma, grad_bias] = op.call(grads[0], s[0], s[1], ctx->saved_data["eps"].toDouble());
-    return {grad_h, grad_gamma, grads[0], ctx->saved_data["has_bias"].toBool() ? grad_bias : Tensor(), Tensor()};
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    // needs_input_grad counts the tensors given (h, gamma, beta, bias when present)
+    const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                   has_bias && ctx->needs_input_grad(3)};
+    std::vector<Tensor> g;
+    if (mask[0] || mask[1] || mask[2]) g = op.call(grads[0], s[0], s[1], ctx->saved_data["eps"].toDouble(), mask);
+    size_t next = 0;
+    const Tensor grad_h = take(g, next, mask[0]), grad_gamma = take(g, next, mask[1]);
+    const Tensor grad_bias = take(g, next, mask[2]);
+    return {grad_h, grad_gamma, ctx->needs_input_grad(2) ? grads[0] : Tensor(), grad_bias, Tensor()};
   }
 };
 
@@ -113,11 +128,13 @@ Tensor spade_norm(const Tensor& h, const Tensor& gamma, const Tensor& beta, cons
 using StepSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&, double,
                        const std::optional<Tensor>&, bool, std::optional<int64_t>, int64_t);
 using StepBwdSig = std::vector<Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&, double,
-                                       const std::optional<Tensor>&, bool, std::optional<int64_t>, int64_t);
+                                       const std::optional<Tensor>&, bool, std::optional<int64_t>, int64_t,
+                                       std::array<bool, 4>);
 using PredictSig = Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, std::optional<double>, bool,
                           std::optional<int64_t>, int64_t);
 using PredictBwdSig = std::vector<Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                                          std::optional<double>, bool, std::optional<int64_t>, int64_t);
+                                          std::optional<double>, bool, std::optional<int64_t>, int64_t,
+                                          std::array<bool, 2>);
 
 void save_noise_args(AutogradContext* ctx, bool raw, std::optional<int64_t> seed, int64_t offset) {
   ctx->saved_data["raw"] = raw;
@@ -144,14 +161,21 @@ struct StepFunction : torch::autograd::Function<StepFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = handle<StepBwdSig>("stdiff::sde_step_backward");
     const auto s = ctx->get_saved_variables();
-    const bool has_dw = s[1].defined(), has_gp = s[2].defined();
-    const std::vector<Tensor> g = op.call(grads[0], s[0], defined_or_none(s[1]), ctx->saved_data["dt"].toDouble(),
-                                          defined_or_none(s[2]), ctx->saved_data["raw"].toBool(), saved_seed(ctx),
-                                          ctx->saved_data["offset"].toInt());
-    // g = [grad_f, grad_g, grad_g_pred if g_pred, grad_dW if dW]
-    const Tensor grad_gp = has_gp ? g[2] : Tensor();
-    const Tensor grad_dw = has_dw ? g[has_gp ? 3 : 2] : Tensor();
-    return {grads[0], g[0], g[1], grad_dw, Tensor(), grad_gp, Tensor(), Tensor(), Tensor()};
+    // needs_input_grad counts the tensors given: y, f, g, then dW and g_pred when present.
+    // mask: (grad_f, grad_g, grad_g_pred, grad_dW)
+    const bool has_dw = s[1].defined();
+    const std::array<bool, 4> mask{ctx->needs_input_grad(1), ctx->needs_input_grad(2),
+                                   s[2].defined() && ctx->needs_input_grad(has_dw ? 4 : 3),
+                                   has_dw && ctx->needs_input_grad(3)};
+    std::vector<Tensor> g;
+    if (mask[0] || mask[1] || mask[2] || mask[3])
+      g = op.call(grads[0], s[0], defined_or_none(s[1]), ctx->saved_data["dt"].toDouble(), defined_or_none(s[2]),
+                  ctx->saved_data["raw"].toBool(), saved_seed(ctx), ctx->saved_data["offset"].toInt(), mask);
+    size_t next = 0;
+    const Tensor grad_f = take(g, next, mask[0]), grad_g = take(g, next, mask[1]);
+    const Tensor grad_gp = take(g, next, mask[2]), grad_dw = take(g, next, mask[3]);
+    return {ctx->needs_input_grad(0) ? grads[0] : Tensor(), grad_f, grad_g, grad_dw, Tensor(), grad_gp,
+            Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -174,11 +198,15 @@ struct PredictFunction : torch::autograd::Function<PredictFunction> {
     static const auto op = handle<PredictBwdSig>("stdiff::sde_predict_backward");
     const auto s = ctx->get_saved_variables();
     const c10::IValue& dt = ctx->saved_data["dt"];
-    const std::vector<Tensor> g =
-        op.call(grads[0], s[0], defined_or_none(s[1]), dt.isNone() ? std::nullopt : std::optional<double>(dt.toDouble()),
-                ctx->saved_data["raw"].toBool(), saved_seed(ctx), ctx->saved_data["offset"].toInt());
-    // g = [grad_g, grad_dW if dW]
-    return {grads[0], g[0], s[1].defined() ? g[1] : Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    // needs_input_grad counts the tensors given (y, g, dW when present): mask (grad_g, grad_dW)
+    const std::array<bool, 2> mask{ctx->needs_input_grad(1), s[1].defined() && ctx->needs_input_grad(2)};
+    std::vector<Tensor> g;
+    if (mask[0] || mask[1])
+      g = op.call(grads[0], s[0], defined_or_none(s[1]), dt.isNone() ? std::nullopt : std::optional<double>(dt.toDouble()),
+                  ctx->saved_data["raw"].toBool(), saved_seed(ctx), ctx->saved_data["offset"].toInt(), mask);
+    size_t next = 0;
+    const Tensor grad_g = take(g, next, mask[0]), grad_dw = take(g, next, mask[1]);
+    return {ctx->needs_input_grad(0) ? grads[0] : Tensor(), grad_g, grad_dw, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 

@@ -45,9 +45,9 @@ struct SpadeArgs {
   const void* bias;  // (N*C) or null
   void* out;
   const void* grad;  // backward
-  void* grad_h;      // backward
-  void* grad_gamma;  // backward
-  void* grad_bias;   // backward: (N*C), sum of grad over each row
+  void* grad_h;      // backward, null when not requested
+  void* grad_gamma;  // backward, null when not requested
+  void* grad_bias;   // backward: (N*C), sum of grad over each row; null when not requested
   int64_t hw;
   int64_t channels;  // NHWC only
   int64_t cc;        // NHWC only: channels per chunk (<= kSpadeMaxChunk)
@@ -67,10 +67,10 @@ struct SdeArgs {
   const void* dw;
   void* out;
   const void* grad;  // backward
-  void* grad_f;      // backward, null for sde_predict
-  void* grad_g;
-  void* grad_g_pred;  // backward, null without g_pred
-  void* grad_dw;      // backward, null when dW is drawn in the op
+  void* grad_f;       // backward, null for sde_predict or when not requested
+  void* grad_g;       // backward, null when not requested
+  void* grad_g_pred;  // backward, null without g_pred or when not requested
+  void* grad_dw;      // backward, null when dW is drawn in the op or not requested
   double dt;
   double sqrt_dt;
   uint64_t seed;

@@ -3,6 +3,8 @@
 // kernels need. The launchers only add the device check and the kernel call.
 #pragma once
 
+#include <array>
+#include <initializer_list>
 #include <vector>
 
 #include "op_args.h"
@@ -91,8 +93,11 @@ struct SpadePlan {
   int64_t rows = 0, hw = 0, channels = 0;
 };
 
+// Forward when grad is undefined; backward otherwise, allocating the gradients that `mask`
+// requests: (grad_h, grad_gamma, grad_bias).
 inline SpadePlan plan_spade(const char* op, const at::Tensor& grad, const at::Tensor& h, const at::Tensor& gamma,
-                            const at::Tensor& beta, const at::Tensor& bias, double eps) {
+                            const at::Tensor& beta, const at::Tensor& bias, double eps,
+                            std::array<bool, 3> mask = {true, true, true}) {
   SpadePlan p{h, gamma, beta, bias, grad};
   TORCH_CHECK(h.dim() == 4, op, ": h must be (N, C, H, W), got shape ", h.sizes());
   TORCH_CHECK(std::isfinite(eps) && eps > 0.0, op, ": eps must be finite and > 0, got ", eps);
@@ -109,9 +114,9 @@ inline SpadePlan plan_spade(const char* op, const at::Tensor& grad, const at::Te
   p.hw = h.size(2) * h.size(3);
   p.rows = h.size(0) * h.size(1);
   if (grad.defined()) {
-    p.grad_h = empty_with(h.sizes(), h, p.layout);
-    p.grad_gamma = empty_with(h.sizes(), h, p.layout);
-    p.grad_bias = at::empty({h.size(0), h.size(1)}, h.options());
+    if (mask[0]) p.grad_h = empty_with(h.sizes(), h, p.layout);
+    if (mask[1]) p.grad_gamma = empty_with(h.sizes(), h, p.layout);
+    if (mask[2]) p.grad_bias = at::zeros({h.size(0), h.size(1)}, h.options());
   } else {
     p.out = empty_with(h.sizes(), h, p.layout);
   }
@@ -127,10 +132,13 @@ struct SdePlan {
   double dt = 0.0;
 };
 
-// Forward when grad is undefined (y required), backward otherwise (y unused).
+// Forward when grad is undefined (y required), backward otherwise (y unused), allocating the
+// gradients that `mask` requests among (grad_f, grad_g, grad_g_pred, grad_dW); grad_g_pred and
+// grad_dW only exist when g_pred and dW are given, grad_f only for sde_step.
 inline SdePlan plan_sde(const char* op, bool is_step, const at::Tensor& grad, const at::Tensor& y,
                         const at::Tensor& f, const at::Tensor& g, const at::Tensor& dw, std::optional<double> dt,
-                        const at::Tensor& g_pred, std::optional<int64_t> seed, int64_t offset) {
+                        const at::Tensor& g_pred, std::optional<int64_t> seed, int64_t offset,
+                        std::array<bool, 4> mask = {true, true, true, true}) {
   SdePlan p{y, f, g, g_pred, dw, grad};
   const bool backward = grad.defined();
   const at::Tensor& ref = backward ? grad : y;
@@ -148,15 +156,18 @@ inline SdePlan plan_sde(const char* op, bool is_step, const at::Tensor& grad, co
   const Layout layout = common_layout({&p.y, &p.f, &p.g, &p.g_pred, &p.dw, &p.grad}, !p.noise.draw);
   const at::Tensor& lay = backward ? p.grad : p.y;
   if (backward) {
-    if (is_step) p.grad_f = empty_with(lay.sizes(), lay, layout);
-    p.grad_g = empty_with(lay.sizes(), lay, layout);
-    if (g_pred.defined()) p.grad_g_pred = empty_with(lay.sizes(), lay, layout);
-    if (dw.defined()) p.grad_dw = empty_with(lay.sizes(), lay, layout);
+    if (is_step && mask[0]) p.grad_f = empty_with(lay.sizes(), lay, layout);
+    if (mask[1]) p.grad_g = empty_with(lay.sizes(), lay, layout);
+    if (g_pred.defined() && mask[2]) p.grad_g_pred = empty_with(lay.sizes(), lay, layout);
+    if (dw.defined() && mask[3]) p.grad_dw = empty_with(lay.sizes(), lay, layout);
   } else {
     p.out = empty_with(lay.sizes(), lay, layout);
   }
   return p;
 }
+
+// sde_predict_backward's mask (grad_g, grad_dW) in plan_sde's (grad_f, grad_g, grad_g_pred, grad_dW).
+inline std::array<bool, 4> predict_mask(std::array<bool, 2> mask) { return {false, mask[0], false, mask[1]}; }
 
 // Kernel arguments of a planned SDE call.
 inline SdeArgs sde_args(SdePlan& p, bool raw) {
@@ -180,13 +191,65 @@ inline SdeArgs sde_args(SdePlan& p, bool raw) {
   return a;
 }
 
+// The defined tensors of `ts`, in order: the gradients a backward op was asked for.
+inline std::vector<at::Tensor> defined_only(std::initializer_list<at::Tensor> ts) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : ts)
+    if (t.defined()) out.push_back(t);
+  return out;
+}
+
 inline std::vector<at::Tensor> sde_grads(const SdePlan& p) {
-  std::vector<at::Tensor> grads;
-  if (p.grad_f.defined()) grads.push_back(p.grad_f);
-  grads.push_back(p.grad_g);
-  if (p.grad_g_pred.defined()) grads.push_back(p.grad_g_pred);
-  if (p.grad_dw.defined()) grads.push_back(p.grad_dw);
-  return grads;
+  return defined_only({p.grad_f, p.grad_g, p.grad_g_pred, p.grad_dw});
+}
+
+// ------------------------------------------------------------------ kernel arguments of a plan
+inline GatesArgs gates_args(GatesPlan& p) {
+  GatesArgs a{};
+  a.gx = p.gx.const_data_ptr();
+  a.gh = p.gh.const_data_ptr();
+  a.h = p.h.const_data_ptr();
+  a.u = mut_ptr_or_null(p.u);
+  a.rh = mut_ptr_or_null(p.rh);
+  a.grad_u = ptr_or_null(p.grad_u);
+  a.grad_rh = ptr_or_null(p.grad_rh);
+  a.saved_u = ptr_or_null(p.saved_u);
+  a.grad_g = mut_ptr_or_null(p.grad_g);
+  a.grad_h = mut_ptr_or_null(p.grad_h);
+  a.L = p.seg_len;
+  return a;
+}
+
+inline UpdateArgs update_args(UpdatePlan& p, bool standard) {
+  UpdateArgs a{};
+  a.cx = p.cx.const_data_ptr();
+  a.ch = p.ch.const_data_ptr();
+  a.u = p.u.const_data_ptr();
+  a.h = p.h.const_data_ptr();
+  a.out = mut_ptr_or_null(p.out);
+  a.grad = ptr_or_null(p.grad);
+  a.grad_c = mut_ptr_or_null(p.grad_c);
+  a.grad_u = mut_ptr_or_null(p.grad_u);
+  a.grad_h = mut_ptr_or_null(p.grad_h);
+  a.standard = standard;
+  return a;
+}
+
+inline SpadeArgs spade_args(SpadePlan& p, double eps) {
+  SpadeArgs a{};
+  a.h = p.h.const_data_ptr();
+  a.gamma = p.gamma.const_data_ptr();
+  a.beta = ptr_or_null(p.beta);
+  a.bias = ptr_or_null(p.bias);
+  a.out = mut_ptr_or_null(p.out);
+  a.grad = ptr_or_null(p.grad);
+  a.grad_h = mut_ptr_or_null(p.grad_h);
+  a.grad_gamma = mut_ptr_or_null(p.grad_gamma);
+  a.grad_bias = mut_ptr_or_null(p.grad_bias);
+  a.hw = p.hw;
+  a.channels = p.channels;
+  a.eps = eps;
+  return a;
 }
 
 }  // namespace stdiff

@@ -7,11 +7,11 @@ Kernels run on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` was s
 package was imported. Triton is optional: without it this package still imports and
 :func:`is_available` says why it cannot run.
 
-Layouts: NCHW-contiguous and channels_last inputs are accepted. The Conv-GRU gates and SPADE
-copy channels_last inputs to NCHW and return NCHW; the update and SDE ops keep a layout shared
-by all their inputs, except that in-kernel noise (``dW=None``) works in NCHW order.
-Noise: ``dW=None`` draws ``sqrt(dt) N(0, 1)`` with Philox, element ``i`` (row-major) from counter
-``offset + i`` of stream ``seed``; advance ``offset`` by ``y.numel()`` between steps.
+Schemas, layouts and gradients follow the op contract (:mod:`stdiff.ops.contract`): outputs keep
+the inputs' common layout (NCHW or channels_last; SPADE copies channels_last to NCHW and back),
+except that in-kernel noise (``dW=None``) works in NCHW order.
+Noise: ``dW=None`` draws ``sqrt(dt) * stdiff.ops.philox_normal(y.shape, seed, offset)``, bit-identical
+to the C++/CUDA kernels: ``offset`` is a stream id (a solver passes offset k at step k).
 """
 from __future__ import annotations
 
@@ -30,9 +30,6 @@ else:
     from ._runtime import INTERPRET as _INTERPRET
 
 __all__ = ["is_available", "convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict"]
-
-_SEED_MASK = (1 << 63) - 1
-
 
 def is_available() -> tuple[bool, str]:
     """(ok, reason): whether the Triton kernels can run here, and on what."""
@@ -59,7 +56,7 @@ def convgru_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool 
 
 def spade_norm(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """``IN(h) (1 + gamma) + beta (+ bias[:, :, None, None])``; h, gamma, beta (N, C, H, W), bias (N, C)."""
-    return _ops.spade_norm(h, gamma, beta, bias, float(eps))[0]
+    return _ops.spade_norm(h, gamma, beta, bias, float(eps))
 
 
 def sde_step(
@@ -74,7 +71,7 @@ def sde_step(
     offset: int = 0,
 ) -> Tensor:
     """Euler-Maruyama ``y + f dt + g dW`` or, with g_pred, ``y + f dt + (g + g_pred)/2 dW``."""
-    return _ops.sde_step(y, f, g, dW, float(dt), g_pred, bool(g_is_raw), _seed(seed), int(offset))
+    return _ops.sde_step(y, f, g, dW, float(dt), g_pred, bool(g_is_raw), seed, int(offset))
 
 
 def sde_predict(
@@ -87,9 +84,4 @@ def sde_predict(
     offset: int = 0,
 ) -> Tensor:
     """Euler-Heun predictor ``y + g dW``; with dW=None the noise of (seed, offset) scaled by sqrt(dt)."""
-    return _ops.sde_predict(y, g, dW, 0.0 if dt is None else float(dt), bool(g_is_raw), _seed(seed), int(offset))
-
-
-def _seed(seed: int | None) -> int:
-    """The Philox seed as a custom-op int64 (unused, 0, when dW is given)."""
-    return 0 if seed is None else int(seed) & _SEED_MASK
+    return _ops.sde_predict(y, g, dW, None if dt is None else float(dt), bool(g_is_raw), seed, int(offset))

@@ -1,5 +1,7 @@
 """Launch-time facts shared by the Triton kernels: interpreter mode, block sizes, layouts.
 
+The output layout rule is the op contract's (``stdiff.ops.contract.output_format``).
+
 ``INTERPRET`` is read once, when this module is imported, because ``triton.jit`` decides at
 decoration time whether a kernel runs compiled (CUDA) or in the interpreter (CPU tensors).
 """
@@ -35,19 +37,6 @@ def check_device(*tensors: Tensor) -> None:
 def interpret_block(n: int) -> int:
     """Block size for ``n`` elements in the interpreter: one program when it fits."""
     return min(triton.next_power_of_2(max(n, 16)), INTERPRET_BLOCK)
-
-
-def common_format(*tensors: Tensor) -> torch.memory_format:
-    """Memory format in which all ``tensors`` are dense with the same element order.
-
-    Elementwise kernels then run over the raw storage and the output keeps that format
-    (NCHW-contiguous or channels_last); any other mix is made NCHW-contiguous.
-    """
-    if all(t.is_contiguous() for t in tensors):
-        return torch.contiguous_format
-    if tensors[0].dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def dense(tensors: list[Tensor | None], fmt: torch.memory_format) -> list[Tensor | None]:

@@ -1,11 +1,11 @@
 """Conv-GRU kernels: gates ``(u, r*h)`` and the state update, forward and backward.
 
-Layout: the gate tensors gx, gh, ds are (N, 2F, H, W) and the rest (N, F, H, W), all
-NCHW-contiguous inside the kernels (channels_last inputs are copied to NCHW by the launchers;
-outputs are NCHW). Within one sample the update half of the gates is the first M = F*H*W
-elements and the reset half the next M, so program ``pid`` handles sample ``pid // nblk`` and
-elements ``[b*BLOCK, (b+1)*BLOCK)`` of both halves, without per-element division.
-The update kernels are plain elementwise and keep any common dense layout.
+Layout: the gate tensors gx, gh, ds are (N, 2F, H, W) and the rest (N, F, H, W), in their
+common layout (NCHW-contiguous or channels_last; any other mix is made NCHW). Memory is cut in
+B segments of M elements of the state and 2M of the gates, update half first: NCHW segments are
+samples (B = N, M = F*H*W), channels_last ones pixels (B = N*H*W, M = F). Program ``pid``
+handles segment ``pid // nblk`` and elements ``[b*BLOCK, (b+1)*BLOCK)`` of both halves, without
+per-element division. The update kernels are plain elementwise and keep the common layout.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import triton.language as tl
 from torch import Tensor
 
 from ._math import load_acc, sigmoid, tanh
-from ._runtime import INTERPRET, check_device, common_format, dense, interpret_block
+from stdiff.ops.contract import output_format
+
+from ._runtime import INTERPRET, check_device, dense, interpret_block
 from ._tuning import ELEMENTWISE_CONFIGS, autotuned, launch_flat
 
 
@@ -101,30 +103,40 @@ def _launch_gates(kernel, tuned, batch: int, M: int, *args) -> None:
         tuned[lambda meta: (batch * triton.cdiv(M, meta["BLOCK"]),)](*args, M)
 
 
+def _segments(h: Tensor, fmt: torch.memory_format) -> tuple[int, int]:
+    """(B, M): segments of the state and their length in layout ``fmt`` (see the module docstring)."""
+    n, f = h.shape[0], h.shape[1]
+    if fmt == torch.channels_last:
+        return h.numel() // f, f
+    return n, h.numel() // n
+
+
 def gates_forward(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    """u, r*h from gx, gh (N, 2F, H, W) and h (N, F, H, W); outputs (N, F, H, W), NCHW."""
+    """u, r*h from gx, gh (N, 2F, H, W) and h (N, F, H, W); outputs (N, F, H, W) in the common layout."""
     check_device(gx, gh, h)
-    gx, gh, h = gx.contiguous(), gh.contiguous(), h.contiguous()
-    u, rh = torch.empty_like(h), torch.empty_like(h)
+    fmt = output_format(gx, gh, h)
+    gx, gh, h = dense([gx, gh, h], fmt)
+    u, rh = torch.empty_like(h, memory_format=fmt), torch.empty_like(h, memory_format=fmt)
     if h.numel():
-        _launch_gates(_gates_fwd_kernel, _gates_fwd, h.shape[0], h.numel() // h.shape[0], gx, gh, h, u, rh)
+        _launch_gates(_gates_fwd_kernel, _gates_fwd, *_segments(h, fmt), gx, gh, h, u, rh)
     return u, rh
 
 
 def gates_backward(gx: Tensor, gh: Tensor, h: Tensor, du: Tensor, drh: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients (d(gx) = d(gh) (N, 2F, H, W), d(h) (N, F, H, W)) given d(u), d(r*h)."""
     check_device(gx, gh, h, du, drh)
-    gx, gh, h, du, drh = (t.contiguous() for t in (gx, gh, h, du, drh))
-    ds, dh = torch.empty_like(gx), torch.empty_like(h)
+    fmt = output_format(gx, gh, h, du, drh)
+    gx, gh, h, du, drh = dense([gx, gh, h, du, drh], fmt)
+    ds, dh = torch.empty_like(gx, memory_format=fmt), torch.empty_like(h, memory_format=fmt)
     if h.numel():
-        _launch_gates(_gates_bwd_kernel, _gates_bwd, h.shape[0], h.numel() // h.shape[0], gx, gh, h, du, drh, ds, dh)
+        _launch_gates(_gates_bwd_kernel, _gates_bwd, *_segments(h, fmt), gx, gh, h, du, drh, ds, dh)
     return ds, dh
 
 
 def update_forward(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool) -> Tensor:
     """(1-u)*h + tanh(cx+ch) (or + u*tanh(cx+ch) when ``standard``); same shape, common layout."""
     check_device(cx, ch, u, h)
-    fmt = common_format(cx, ch, u, h)
+    fmt = output_format(cx, ch, u, h)
     cx, ch, u, h = dense([cx, ch, u, h], fmt)
     out = torch.empty_like(h, memory_format=fmt)
     if h.numel():
@@ -133,11 +145,11 @@ def update_forward(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool)
 
 
 def update_backward(
-    cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, go: Tensor, standard: bool
+    go: Tensor, cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (d(cx) = d(ch), d(u), d(h)) of the update given the output gradient ``go``."""
     check_device(cx, ch, u, h, go)
-    fmt = common_format(cx, ch, u, h, go)
+    fmt = output_format(cx, ch, u, h, go)
     cx, ch, u, h, go = dense([cx, ch, u, h, go], fmt)
     ds, du, dh = (torch.empty_like(h, memory_format=fmt) for _ in range(3))
     if h.numel():

@@ -2,12 +2,13 @@
 
 One fused kernel computes ``y + [f dt] + G W`` with ``G = g`` or ``(g + g_pred) / 2`` (tanh
 applied in the kernel when ``g_is_raw``) and ``W = dW`` or, when no dW is given,
-``sqrt(dt) * N(0, 1)`` drawn in the kernel: ``tl.randn(seed, offset + i)`` for element ``i``
-of the NCHW-contiguous (logical, row-major) order. The noise therefore never touches memory,
-equal (seed, offset, shape) give equal noise in the predictor, the corrector and the backward
-kernel (which draws it again), and a caller that runs several steps advances ``offset`` by
-``y.numel()`` per step to get independent increments. Philox counters are 64-bit, so
-``offset`` may grow to 2**63.
+``sqrt(dt) * N(0, 1)`` drawn in the kernel: the normal of element ``i`` (NCHW-contiguous,
+logical row-major order) of the Philox stream (seed, offset), bit-identical to the C++/CUDA
+kernels and to ``stdiff.ops.philox_normal`` (see :mod:`._philox`; ``offset`` is a stream id:
+steps 0, 1, 2, ... of a solver use offsets 0, 1, 2, ...). The noise therefore never touches
+memory, and equal (seed, offset, shape) give equal noise in the predictor, the corrector and the
+backward kernel (which draws it again). The SDE kernels are compiled without FMA contraction
+(``enable_fp_fusion=False``), which the bit-exact noise needs; they are memory bound.
 
 Explicit tensors keep any common dense layout (NCHW or channels_last); with in-kernel noise
 inputs are made NCHW-contiguous so that the noise of an element does not depend on layout.
@@ -23,7 +24,10 @@ import triton.language as tl
 from torch import Tensor
 
 from ._math import load_acc, tanh
-from ._runtime import check_device, common_format, dense
+from ._philox import normal
+from stdiff.ops.contract import output_format
+
+from ._runtime import check_device, dense
 from ._tuning import ELEMENTWISE_CONFIGS, autotuned, launch_flat
 
 
@@ -37,11 +41,11 @@ def _diffusion(ptr, offs, mask, RAW: tl.constexpr):
 
 @triton.jit
 def _increment(w_ptr, offs, mask, noise_scale, seed, offset, HAS_W: tl.constexpr):
-    """The Brownian increment: loaded, or sqrt(dt) * N(0, 1) from Philox (seed, offset + i)."""
+    """The Brownian increment: loaded, or sqrt(dt) * N(0, 1) of element offs of stream (seed, offset)."""
     if HAS_W:
         w = load_acc(w_ptr, offs, mask)
     else:
-        w = tl.randn(seed, offset + offs) * noise_scale
+        w = normal(seed, offset, offs) * noise_scale
     return w
 
 
@@ -97,8 +101,7 @@ _sde_bwd = autotuned(_sde_bwd_kernel, ELEMENTWISE_CONFIGS, key=["n"])
 
 
 def _layout(tensors: list[Tensor | None], noise_in_kernel: bool) -> tuple[list[Tensor | None], torch.memory_format]:
-    present = [t for t in tensors if t is not None]
-    fmt = torch.contiguous_format if noise_in_kernel else common_format(*present)
+    fmt = output_format(*tensors, allow_channels_last=not noise_in_kernel)
     return dense(tensors, fmt), fmt
 
 
@@ -106,14 +109,15 @@ def sde_forward(
     y: Tensor,
     f: Tensor | None,
     g: Tensor,
-    g_pred: Tensor | None,
     dW: Tensor | None,
     dt: float,
+    g_pred: Tensor | None,
     g_is_raw: bool,
     seed: int,
     offset: int,
 ) -> Tensor:
-    """``y + [f dt] + G W`` (see the module docstring); all tensors shaped like y."""
+    """``y + [f dt] + G W`` (see the module docstring; the op contract's argument order, f None
+    for the predictor); all tensors shaped like y."""
     check_device(*(t for t in (y, f, g, g_pred, dW) if t is not None))
     (y, f, g, g_pred, dW), fmt = _layout([y, f, g, g_pred, dW], dW is None)
     out = torch.empty_like(y, memory_format=fmt)
@@ -124,6 +128,7 @@ def sde_forward(
             y, y if f is None else f, g, g if g_pred is None else g_pred, y if dW is None else dW, out,
             n, dt, math.sqrt(dt) if dW is None else 0.0, seed, offset,
             HAS_F=f is not None, HAS_GP=g_pred is not None, HAS_W=dW is not None, RAW=g_is_raw,
+            enable_fp_fusion=False,
         )
     return out
 
@@ -163,6 +168,6 @@ def sde_backward(
             *(grads.get(name, go) for name in ("f", "g", "gp", "w")),
             n, dt, math.sqrt(dt) if dW is None else 0.0, seed, offset,
             NEED_F=need_f, NEED_G=need_g, HAS_GP=g_pred is not None, NEED_GP=need_g_pred,
-            HAS_W=dW is not None, NEED_W=need_dW, RAW=g_is_raw,
+            HAS_W=dW is not None, NEED_W=need_dW, RAW=g_is_raw, enable_fp_fusion=False,
         )
     return list(grads.values())

@@ -1,9 +1,10 @@
 """SPADE normalisation kernels: ``IN(h) * (1 + gamma) + beta (+ bias)``, forward and backward.
 
-h, gamma, beta are viewed as R = N*C rows of HW = H*W elements (NCHW-contiguous; channels_last
-inputs are copied to NCHW by the launchers and the output is NCHW). Everything is computed in
-float32, whatever the input dtype; the per-row mean and 1/std are kept (float32, (N, C)) for
-the backward pass.
+h, gamma, beta are viewed as R = N*C rows of HW = H*W elements (NCHW-contiguous: channels_last
+inputs are copied to NCHW for the kernels and the results copied back to channels_last, as the
+op contract's layout rule asks; NHWC kernels would save those copies). Everything is computed in
+float32, whatever the input dtype. The backward pass recomputes the per-row mean and 1/std
+(float32, (N, C)) from h, as the C++/CUDA kernels do, instead of keeping them.
 
 Two paths:
 - rows (HW <= SINGLE_PASS_MAX_HW): one kernel; a program holds ROWS whole rows in registers,
@@ -20,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from stdiff.ops.contract import output_format
 
 from ._runtime import INTERPRET, INTERPRET_BLOCK, check_device
 from ._tuning import CHUNK_CONFIGS, ROWS_CONFIGS, autotuned
@@ -203,16 +206,23 @@ def _rows(h: Tensor) -> tuple[int, int]:
     return R, (h.numel() // R if R else 0)
 
 
-def spade_forward(
-    h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None, eps: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """SPADE forward. h, gamma, beta (N, C, H, W), bias (N, C) or None.
-
-    Returns out (N, C, H, W) in h's dtype, NCHW, and the float32 row statistics mean and
-    1/sqrt(var + eps), both (N, C).
-    """
+def spade_forward(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """SPADE forward. h, gamma, beta (N, C, H, W), bias (N, C) or None -> out (N, C, H, W) in h's
+    dtype and the inputs' common layout."""
     check_device(*(t for t in (h, gamma, beta, bias) if t is not None))
-    h, gamma, beta = h.contiguous(), gamma.contiguous(), beta.contiguous()
+    fmt = output_format(h, gamma, beta)
+    out, _, _ = _forward(h.contiguous(), gamma.contiguous(), beta.contiguous(), bias, eps)
+    return out.contiguous(memory_format=fmt)
+
+
+def _row_stats(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """float32 (N, C) mean and 1/sqrt(var + eps) of h's rows (biased variance)."""
+    var, mean = torch.var_mean(h.float(), dim=(2, 3), correction=0)
+    return mean.contiguous(), torch.rsqrt(var + eps).contiguous()
+
+
+def _forward(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """out (NCHW) and the float32 row statistics mean, 1/std (N, C) of NCHW-contiguous inputs."""
     bias_arg = h if bias is None else bias.contiguous()
     out = torch.empty_like(h)
     mean = torch.zeros(h.shape[:2], dtype=torch.float32, device=h.device)
@@ -237,20 +247,24 @@ def spade_forward(
     return out, mean, rstd
 
 
-def spade_backward(
-    go: Tensor, h: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, has_bias: bool
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Gradients (d(h), d(gamma), d(bias) or None) given the output gradient ``go``.
+def spade_backward(go: Tensor, h: Tensor, gamma: Tensor, eps: float, output_mask: list[bool]) -> list[Tensor]:
+    """The gradients ``output_mask`` asks for among (d(h), d(gamma), d(bias) (N, C)), in order,
+    given the output gradient ``go``; d(beta) is ``go`` itself. Layout: the inputs' common one."""
+    check_device(go, h, gamma)
+    fmt = output_format(h, gamma, go)
+    grads = _backward(go.contiguous(), h.contiguous(), gamma.contiguous(), eps, bool(output_mask[2]))
+    grads = (grads[0].contiguous(memory_format=fmt), grads[1].contiguous(memory_format=fmt), grads[2])
+    return [t for t, needed in zip(grads, output_mask) if needed]
 
-    d(beta) is ``go`` itself. mean, rstd: the (N, C) statistics returned by the forward pass.
-    """
-    check_device(go, h, gamma, mean, rstd)
-    go, h, gamma = go.contiguous(), h.contiguous(), gamma.contiguous()
+
+def _backward(go: Tensor, h: Tensor, gamma: Tensor, eps: float, has_bias: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(d(h), d(gamma), d(bias) or None) of NCHW-contiguous inputs."""
     dx, dgam = torch.empty_like(h), torch.empty_like(gamma)
     dbias = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device) if has_bias else None
     R, HW = _rows(h)
     if R == 0 or HW == 0:
         return dx, dgam, dbias
+    mean, rstd = _row_stats(h, eps)
     dbias_arg = h if dbias is None else dbias
     if HW <= SINGLE_PASS_MAX_HW:
         _launch_rows(

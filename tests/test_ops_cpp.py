@@ -178,13 +178,13 @@ def test_opcheck_every_op():
         (STD.convgru_update_backward, (x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), x(2, 3, 4, 4), False)),
         (STD.spade_norm, (grad(2, 3, 4, 5), grad(2, 3, 4, 5), grad(2, 3, 4, 5), grad(2, 3), 1e-5)),
         (STD.spade_norm, tuple(t.contiguous(memory_format=cl) for t in (grad(2, 3, 4, 5), grad(2, 3, 4, 5), grad(2, 3, 4, 5))) + (None, 1e-3)),
-        (STD.spade_norm_backward, (x(2, 3, 4, 5), x(2, 3, 4, 5), x(2, 3, 4, 5), 1e-5)),
+        (STD.spade_norm_backward, (x(2, 3, 4, 5), x(2, 3, 4, 5), x(2, 3, 4, 5), 1e-5, [True, False, True])),
         (STD.sde_step, (grad(3, 5), grad(3, 5), grad(3, 5), grad(3, 5), 0.1, grad(3, 5), True, None, 0)),
         (STD.sde_step, (grad(3, 5), grad(3, 5), grad(3, 5), None, 0.1, None, False, 7, 2)),
-        (STD.sde_step_backward, (x(3, 5), x(3, 5), None, 0.1, x(3, 5), True, 7, 2)),
+        (STD.sde_step_backward, (x(3, 5), x(3, 5), None, 0.1, x(3, 5), True, 7, 2, [True, True, True, True])),
         (STD.sde_predict, (grad(3, 5), grad(3, 5), grad(3, 5), None, True, None, 0)),
         (STD.sde_predict, (grad(3, 5), grad(3, 5), None, 0.1, False, 7, 2)),
-        (STD.sde_predict_backward, (x(3, 5), x(3, 5), x(3, 5), None, False, None, 0)),
+        (STD.sde_predict_backward, (x(3, 5), x(3, 5), x(3, 5), None, False, None, 0, [False, True])),
     ]
     for op, args in samples:
         torch.library.opcheck(op, args)

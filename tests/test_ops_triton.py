@@ -180,19 +180,22 @@ def test_noise_statistics():
 
 
 def test_noise_is_a_counter_stream():
-    """Equal (seed, offset) give equal noise; element i uses counter offset + i (64-bit)."""
+    """Equal (seed, offset) give equal noise; element i is counter i of stream (seed, offset)."""
     shape = (2, 3, 5, 7)
     a = _noise(shape, seed=7, offset=11)
     assert torch.equal(a, _noise(shape, seed=7, offset=11))
     assert not torch.equal(a, _noise(shape, seed=8, offset=11))
     flat = _noise((300,), seed=7, offset=11)
     assert torch.equal(a.flatten(), flat[: a.numel()])
-    assert torch.equal(flat[5:], _noise((295,), seed=7, offset=16))
-    across = _noise((64,), seed=3, offset=2**32 - 32)  # crosses the low-word boundary of the counter
-    assert torch.equal(across[32:], _noise((32,), seed=3, offset=2**32))
-    assert not torch.equal(across[:32], across[32:])
+    # offset is a stream id: the next offset is a new stream, not this one shifted by an element
+    following = _noise((300,), seed=7, offset=12)
+    for shift in (0, 1, -1):
+        assert not torch.equal(following, flat.roll(shift))
+    low, high = _noise((64,), seed=3, offset=2**32 - 1), _noise((64,), seed=3, offset=2**32)
+    assert not torch.equal(low, high)  # the counter's high word is used
     big = _noise((1000,), seed=2**62 + 5, offset=2**62)
     assert torch.isfinite(big).all() and 0.7 < big.std().item() < 1.3
+    assert torch.equal(big, ops.philox_normal((1000,), 2**62 + 5, 2**62, device=DEVICE))
 
 
 def test_noise_shared_by_predictor_corrector_and_backward():
@@ -231,9 +234,9 @@ def test_noise_does_not_depend_on_layout():
 def _layout_cases():
     """(op name, op, keyword arguments, channels of each input (0: a (N, C) bias), keeps layout)."""
     return [
-        ("convgru_gates", ops.convgru_gates, {}, (6, 6, 3), False),
+        ("convgru_gates", ops.convgru_gates, {}, (6, 6, 3), True),
         ("convgru_update", ops.convgru_update, {"standard": True}, (3, 3, 3, 3), True),
-        ("spade_norm", ops.spade_norm, {}, (3, 3, 3, 0), False),
+        ("spade_norm", ops.spade_norm, {}, (3, 3, 3, 0), True),
         ("sde_step", ops.sde_step, {"dt": 0.1, "g_is_raw": True}, (3, 3, 3, 3), True),
         ("sde_predict", ops.sde_predict, {}, (3, 3, 3), True),
     ]
@@ -285,21 +288,23 @@ def test_is_available_names_the_mode():
 # ------------------------------------------------------------------ custom-op checks
 def _opcheck_cases():
     x = lambda c=3: _randn((2, c, 3, 4), torch.float32)  # noqa: E731
-    stats = [_randn((2, 3), torch.float32), _randn((2, 3), torch.float32).abs() + 0.5]
     return [
         ("gates", kops.convgru_gates, (x(6), x(6), x())),
-        ("gates_backward", kops.convgru_gates_backward, (x(6), x(6), x(), x(), x())),
+        ("gates_backward", kops.convgru_gates_backward, (x(), x(), x(), x(6), x(6), x())),
+        ("gates_backward_no_grad_u", kops.convgru_gates_backward, (None, x(), x(), x(6), x(6), x())),
         ("update", kops.convgru_update, (x(), x(), x(), x(), False)),
         ("update_standard_backward", kops.convgru_update_backward, (x(), x(), x(), x(), x(), True)),
         ("spade_bias", kops.spade_norm, (x(), x(), x(), _randn((2, 3), torch.float32), 1e-5)),
         ("spade", kops.spade_norm, (x(), x(), x(), None, 1e-3)),
-        ("spade_backward", kops.spade_norm_backward, (x(), x(), x(), *stats, True)),
+        ("spade_backward", kops.spade_norm_backward, (x(), x(), x(), 1e-5, [True, True, True])),
+        ("spade_backward_masked", kops.spade_norm_backward, (x(), x(), x(), 1e-5, [True, False, False])),
         ("step_heun_raw", kops.sde_step, (x(), x(), x(), x(), 0.1, x(), True, 0, 0)),
         ("step_noise", kops.sde_step, (x(), x(), x(), None, 0.1, None, False, 3, 17)),
-        ("predict", kops.sde_predict, (x(), x(), x(), 0.0, False, 0, 0)),
+        ("predict", kops.sde_predict, (x(), x(), x(), None, False, None, 0)),
         ("predict_noise_raw", kops.sde_predict, (x(), x(), None, 0.2, True, 1, 2)),
-        ("sde_backward", kops.sde_backward, (x(), x(), x(), x(), 0.1, True, 0, 0, True, True, True, True)),
-        ("sde_backward_noise", kops.sde_backward, (x(), x(), None, None, 0.1, False, 4, 5, False, True, False, False)),
+        ("step_backward", kops.sde_step_backward, (x(), x(), x(), 0.1, x(), True, None, 0, [True, True, True, True])),
+        ("step_backward_noise", kops.sde_step_backward, (x(), x(), None, 0.1, None, False, 4, 5, [False, True, False, False])),
+        ("predict_backward", kops.sde_predict_backward, (x(), x(), x(), None, True, None, 0, [True, True])),
     ]
 
 
@@ -361,6 +366,13 @@ _AOT_SCRIPT = textwrap.dedent(
                 signature[name] = "i64" if big and name in ("seed", "offset") else "i32"
         source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
         triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": 8})
+    # in-kernel noise, compiled as launched: no fused multiply-add, IEEE division and square root
+    constexprs = {"HAS_F": False, "HAS_GP": False, "HAS_W": False, "RAW": False, "BLOCK": 1024}
+    signature = {name: "constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr") else
+                 "fp32" if name in ("dt", "noise_scale") else "i64" for name in sde._sde_fwd_kernel.arg_names}
+    source = ASTSource(fn=sde._sde_fwd_kernel, signature=signature, constexprs=constexprs)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False}).asm["ptx"]
+    assert "fma.rn.f32" not in ptx and "div.rn.f32" in ptx and "sqrt.rn.f32" in ptx, "noise not IEEE-exact"
     print("compiled", len(CASES))
     """
 )

@@ -198,16 +198,18 @@ void spade_bwd_nchw_t(const SpadeArgs& a, int64_t begin, int64_t end) {
       s_g += g;
       s_gx += g * xh;
       s_dy += dy;
-      store(dgamma, i, dy * xh);
+      if (dgamma != nullptr) store(dgamma, i, dy * xh);
     }
     const A m_g = s_g * inv_n, m_gx = s_gx * inv_n;
+    if (dx != nullptr) {
 #pragma omp simd
-    for (int64_t i = 0; i < hw; ++i) {
-      const A xh = (load(x, i) - mean) * rstd;
-      const A g = load(grad, i) * (A(1) + load(gamma, i));
-      store(dx, i, rstd * (g - m_g - xh * m_gx));
+      for (int64_t i = 0; i < hw; ++i) {
+        const A xh = (load(x, i) - mean) * rstd;
+        const A g = load(grad, i) * (A(1) + load(gamma, i));
+        store(dx, i, rstd * (g - m_g - xh * m_gx));
+      }
     }
-    store(static_cast<T*>(a.grad_bias), r, s_dy);
+    if (a.grad_bias != nullptr) store(static_cast<T*>(a.grad_bias), r, s_dy);
   }
 }
 
@@ -309,11 +311,11 @@ void spade_bwd_nhwc_t(const SpadeArgs& a, int64_t begin, int64_t end) {
         s_g[k] += g;
         s_gx[k] += g * xh;
         s_dy[k] += dy;
-        store(dgamma + o, k, dy * xh);
+        if (dgamma != nullptr) store(dgamma + o, k, dy * xh);
       }
     }
     for (int64_t k = 0; k < cc; ++k) s_g[k] *= inv_n, s_gx[k] *= inv_n;
-    for (int64_t p = 0; p < hw; ++p) {
+    for (int64_t p = 0; dx != nullptr && p < hw; ++p) {
       const int64_t o = p * C;
 #pragma omp simd
       for (int64_t k = 0; k < cc; ++k) {
@@ -322,7 +324,7 @@ void spade_bwd_nhwc_t(const SpadeArgs& a, int64_t begin, int64_t end) {
         store(dx + o, k, rstd[k] * (g - s_g[k] - xh * s_gx[k]));
       }
     }
-    for (int64_t k = 0; k < cc; ++k) store(static_cast<T*>(a.grad_bias), it.row + k, s_dy[k]);
+    for (int64_t k = 0; a.grad_bias != nullptr && k < cc; ++k) store(static_cast<T*>(a.grad_bias), it.row + k, s_dy[k]);
   }
 }
 
@@ -409,12 +411,12 @@ inline void sde_bwd_span(const SdeArgs& a, const W* dw, int64_t first, int64_t n
     if constexpr (HAS_GP) {
       const A tp = diffusion<RAW>(load(gp, i));
       const A half = A(0.5) * (gr * w);
-      store(dg, i, RAW ? half * (A(1) - t * t) : half);
-      store(dgp, i, RAW ? half * (A(1) - tp * tp) : half);
+      if (dg != nullptr) store(dg, i, RAW ? half * (A(1) - t * t) : half);
+      if (dgp != nullptr) store(dgp, i, RAW ? half * (A(1) - tp * tp) : half);
       if constexpr (GRAD_DW) store(ddw, i, gr * (A(0.5) * (t + tp)));
     } else {
       const A gw = gr * w;
-      store(dg, i, RAW ? gw * (A(1) - t * t) : gw);
+      if (dg != nullptr) store(dg, i, RAW ? gw * (A(1) - t * t) : gw);
       if constexpr (GRAD_DW) store(ddw, i, gr * t);
     }
   }
@@ -437,8 +439,12 @@ void sde_bwd_t(const SdeArgs& a, int64_t begin, int64_t end) {
   for (int64_t j = begin; j < end; j += kSdeTile) {
     const int64_t n = std::min(kSdeTile, end - j);
     if (a.dw != nullptr) {
-      sde_bwd_span<T, T, HAS_GP, RAW, true>(a, at<T>(a.dw, j), j, n);
-    } else {
+      if (a.grad_dw != nullptr) {
+        sde_bwd_span<T, T, HAS_GP, RAW, true>(a, at<T>(a.dw, j), j, n);
+      } else {
+        sde_bwd_span<T, T, HAS_GP, RAW, false>(a, at<T>(a.dw, j), j, n);
+      }
+    } else if (a.grad_g != nullptr || a.grad_g_pred != nullptr) {
       fill_noise<A>(buf, a, j, n);
       sde_bwd_span<T, A, HAS_GP, RAW, false>(a, buf, j, n);
     }

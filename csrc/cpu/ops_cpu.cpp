@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <tuple>
 
 #include "../op_plans.h"
@@ -28,13 +29,7 @@ std::tuple<Tensor, Tensor> convgru_gates(const Tensor& gx, const Tensor& gh, con
   constexpr const char* op = "stdiff::convgru_gates";
   check_device(op, h, at::kCPU);
   GatesPlan p = plan_gates_fwd(op, gx, gh, h);
-  GatesArgs a{};
-  a.gx = p.gx.const_data_ptr();
-  a.gh = p.gh.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.u = p.u.mutable_data_ptr();
-  a.rh = p.rh.mutable_data_ptr();
-  a.L = p.seg_len;
+  const GatesArgs a = gates_args(p);
   parallel(p.segments * p.seg_len, kGrain, [&](int64_t b, int64_t e) { K().gates_fwd(p.dtype, a, b, e); });
   return {p.u, p.rh};
 }
@@ -45,16 +40,7 @@ std::tuple<Tensor, Tensor> convgru_gates_backward(const std::optional<Tensor>& g
   constexpr const char* op = "stdiff::convgru_gates_backward";
   check_device(op, h, at::kCPU);
   GatesPlan p = plan_gates_bwd(op, value_or_undefined(grad_u), value_or_undefined(grad_rh), u, gx, gh, h);
-  GatesArgs a{};
-  a.gx = p.gx.const_data_ptr();
-  a.gh = p.gh.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.grad_u = ptr_or_null(p.grad_u);
-  a.grad_rh = ptr_or_null(p.grad_rh);
-  a.saved_u = p.saved_u.const_data_ptr();
-  a.grad_g = p.grad_g.mutable_data_ptr();
-  a.grad_h = p.grad_h.mutable_data_ptr();
-  a.L = p.seg_len;
+  const GatesArgs a = gates_args(p);
   parallel(p.segments * p.seg_len, kGrain, [&](int64_t b, int64_t e) { K().gates_bwd(p.dtype, a, b, e); });
   return {p.grad_g, p.grad_h};
 }
@@ -63,13 +49,7 @@ Tensor convgru_update(const Tensor& cx, const Tensor& ch, const Tensor& u, const
   constexpr const char* op = "stdiff::convgru_update";
   check_device(op, h, at::kCPU);
   UpdatePlan p = plan_update(op, Tensor(), cx, ch, u, h);
-  UpdateArgs a{};
-  a.cx = p.cx.const_data_ptr();
-  a.ch = p.ch.const_data_ptr();
-  a.u = p.u.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.out = p.out.mutable_data_ptr();
-  a.standard = standard;
+  const UpdateArgs a = update_args(p, standard);
   parallel(p.h.numel(), kGrain, [&](int64_t b, int64_t e) { K().update_fwd(p.dtype, a, b, e); });
   return p.out;
 }
@@ -79,24 +59,13 @@ std::tuple<Tensor, Tensor, Tensor> convgru_update_backward(const Tensor& grad, c
   constexpr const char* op = "stdiff::convgru_update_backward";
   check_device(op, h, at::kCPU);
   UpdatePlan p = plan_update(op, grad, cx, ch, u, h);
-  UpdateArgs a{};
-  a.cx = p.cx.const_data_ptr();
-  a.ch = p.ch.const_data_ptr();
-  a.u = p.u.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.grad = p.grad.const_data_ptr();
-  a.grad_c = p.grad_c.mutable_data_ptr();
-  a.grad_u = p.grad_u.mutable_data_ptr();
-  a.grad_h = p.grad_h.mutable_data_ptr();
-  a.standard = standard;
+  const UpdateArgs a = update_args(p, standard);
   parallel(p.h.numel(), kGrain, [&](int64_t b, int64_t e) { K().update_bwd(p.dtype, a, b, e); });
   return {p.grad_c, p.grad_u, p.grad_h};
 }
 
 // Runs a spade kernel over NCHW rows or NHWC (n, channel chunk) items.
 void run_spade(const SpadePlan& p, SpadeArgs& a, cpu::SpadeFn nchw, cpu::SpadeFn nhwc) {
-  a.hw = p.hw;
-  a.channels = p.channels;
   if (p.rows == 0 || p.hw == 0) return;
   if (p.layout == Layout::Contiguous) {
     parallel(p.rows, kGrain / p.hw, [&](int64_t b, int64_t e) { nchw(p.dtype, a, b, e); });
@@ -112,33 +81,19 @@ Tensor spade_norm(const Tensor& h, const Tensor& gamma, const Tensor& beta, cons
   constexpr const char* op = "stdiff::spade_norm";
   check_device(op, h, at::kCPU);
   SpadePlan p = plan_spade(op, Tensor(), h, gamma, beta, value_or_undefined(bias), eps);
-  SpadeArgs a{};
-  a.h = p.h.const_data_ptr();
-  a.gamma = p.gamma.const_data_ptr();
-  a.beta = p.beta.const_data_ptr();
-  a.bias = ptr_or_null(p.bias);
-  a.out = p.out.mutable_data_ptr();
-  a.eps = eps;
+  SpadeArgs a = spade_args(p, eps);
   run_spade(p, a, K().spade_fwd_nchw, K().spade_fwd_nhwc);
   return p.out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> spade_norm_backward(const Tensor& grad, const Tensor& h, const Tensor& gamma,
-                                                       double eps) {
+std::vector<Tensor> spade_norm_backward(const Tensor& grad, const Tensor& h, const Tensor& gamma, double eps,
+                                        std::array<bool, 3> output_mask) {
   constexpr const char* op = "stdiff::spade_norm_backward";
   check_device(op, h, at::kCPU);
-  SpadePlan p = plan_spade(op, grad, h, gamma, Tensor(), Tensor(), eps);
-  SpadeArgs a{};
-  a.h = p.h.const_data_ptr();
-  a.gamma = p.gamma.const_data_ptr();
-  a.grad = p.grad.const_data_ptr();
-  a.grad_h = p.grad_h.mutable_data_ptr();
-  a.grad_gamma = p.grad_gamma.mutable_data_ptr();
-  a.grad_bias = p.grad_bias.mutable_data_ptr();
-  a.eps = eps;
-  if (p.hw == 0) p.grad_bias.zero_();
+  SpadePlan p = plan_spade(op, grad, h, gamma, Tensor(), Tensor(), eps, output_mask);
+  SpadeArgs a = spade_args(p, eps);
   run_spade(p, a, K().spade_bwd_nchw, K().spade_bwd_nhwc);
-  return {p.grad_h, p.grad_gamma, p.grad_bias};
+  return defined_only({p.grad_h, p.grad_gamma, p.grad_bias});
 }
 
 Tensor sde_step(const Tensor& y, const Tensor& f, const Tensor& g, const std::optional<Tensor>& dw, double dt,
@@ -154,11 +109,11 @@ Tensor sde_step(const Tensor& y, const Tensor& f, const Tensor& g, const std::op
 
 std::vector<Tensor> sde_step_backward(const Tensor& grad, const Tensor& g, const std::optional<Tensor>& dw, double dt,
                                       const std::optional<Tensor>& g_pred, bool g_is_raw,
-                                      std::optional<int64_t> seed, int64_t offset) {
+                                      std::optional<int64_t> seed, int64_t offset, std::array<bool, 4> output_mask) {
   constexpr const char* op = "stdiff::sde_step_backward";
   check_device(op, grad, at::kCPU);
   SdePlan p = plan_sde(op, true, grad, Tensor(), Tensor(), g, value_or_undefined(dw), dt,
-                       value_or_undefined(g_pred), seed, offset);
+                       value_or_undefined(g_pred), seed, offset, output_mask);
   const SdeArgs a = sde_args(p, g_is_raw);
   parallel(p.grad.numel(), kGrain, [&](int64_t b, int64_t e) { K().sde_bwd(p.dtype, a, b, e); });
   return sde_grads(p);
@@ -176,10 +131,11 @@ Tensor sde_predict(const Tensor& y, const Tensor& g, const std::optional<Tensor>
 
 std::vector<Tensor> sde_predict_backward(const Tensor& grad, const Tensor& g, const std::optional<Tensor>& dw,
                                          std::optional<double> dt, bool g_is_raw, std::optional<int64_t> seed,
-                                         int64_t offset) {
+                                         int64_t offset, std::array<bool, 2> output_mask) {
   constexpr const char* op = "stdiff::sde_predict_backward";
   check_device(op, grad, at::kCPU);
-  SdePlan p = plan_sde(op, false, grad, Tensor(), Tensor(), g, value_or_undefined(dw), dt, Tensor(), seed, offset);
+  SdePlan p = plan_sde(op, false, grad, Tensor(), Tensor(), g, value_or_undefined(dw), dt, Tensor(), seed, offset,
+                       predict_mask(output_mask));
   const SdeArgs a = sde_args(p, g_is_raw);
   parallel(p.grad.numel(), kGrain, [&](int64_t b, int64_t e) { K().sde_bwd(p.dtype, a, b, e); });
   return sde_grads(p);

@@ -284,7 +284,7 @@ struct SdeBwdOp {
         dgp[k] = s.raw ? half * (A(1) - tp[k] * tp[k]) : half;
         ddw[k] = gr[k] * (A(0.5) * (t[k] + tp[k]));
       }
-      store<V>(static_cast<T*>(s.grad_g_pred), i, dgp);
+      if (s.grad_g_pred != nullptr) store<V>(static_cast<T*>(s.grad_g_pred), i, dgp);
       if (s.grad_dw != nullptr) store<V>(static_cast<T*>(s.grad_dw), i, ddw);
     } else {
       A ddw[V];
@@ -296,7 +296,7 @@ struct SdeBwdOp {
       }
       if (s.grad_dw != nullptr) store<V>(static_cast<T*>(s.grad_dw), i, ddw);
     }
-    store<V>(static_cast<T*>(s.grad_g), i, dg);
+    if (s.grad_g != nullptr) store<V>(static_cast<T*>(s.grad_g), i, dg);
   }
 };
 

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <array>
 #include <limits>
 #include <tuple>
 
@@ -28,14 +29,7 @@ std::tuple<Tensor, Tensor> convgru_gates(const Tensor& gx, const Tensor& gh, con
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
   GatesPlan p = plan_gates_fwd(op, gx, gh, h);
-  GatesArgs a{};
-  a.gx = p.gx.const_data_ptr();
-  a.gh = p.gh.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.u = p.u.mutable_data_ptr();
-  a.rh = p.rh.mutable_data_ptr();
-  a.L = p.seg_len;
-  check_launch(op, cuda::gates_forward(p.dtype, a, p.segments, stream()));
+  check_launch(op, cuda::gates_forward(p.dtype, gates_args(p), p.segments, stream()));
   return {p.u, p.rh};
 }
 
@@ -46,17 +40,7 @@ std::tuple<Tensor, Tensor> convgru_gates_backward(const std::optional<Tensor>& g
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
   GatesPlan p = plan_gates_bwd(op, value_or_undefined(grad_u), value_or_undefined(grad_rh), u, gx, gh, h);
-  GatesArgs a{};
-  a.gx = p.gx.const_data_ptr();
-  a.gh = p.gh.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.grad_u = ptr_or_null(p.grad_u);
-  a.grad_rh = ptr_or_null(p.grad_rh);
-  a.saved_u = p.saved_u.const_data_ptr();
-  a.grad_g = p.grad_g.mutable_data_ptr();
-  a.grad_h = p.grad_h.mutable_data_ptr();
-  a.L = p.seg_len;
-  check_launch(op, cuda::gates_backward(p.dtype, a, p.segments, stream()));
+  check_launch(op, cuda::gates_backward(p.dtype, gates_args(p), p.segments, stream()));
   return {p.grad_g, p.grad_h};
 }
 
@@ -65,14 +49,7 @@ Tensor convgru_update(const Tensor& cx, const Tensor& ch, const Tensor& u, const
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
   UpdatePlan p = plan_update(op, Tensor(), cx, ch, u, h);
-  UpdateArgs a{};
-  a.cx = p.cx.const_data_ptr();
-  a.ch = p.ch.const_data_ptr();
-  a.u = p.u.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.out = p.out.mutable_data_ptr();
-  a.standard = standard;
-  check_launch(op, cuda::update_forward(p.dtype, a, p.h.numel(), stream()));
+  check_launch(op, cuda::update_forward(p.dtype, update_args(p, standard), p.h.numel(), stream()));
   return p.out;
 }
 
@@ -82,17 +59,7 @@ std::tuple<Tensor, Tensor, Tensor> convgru_update_backward(const Tensor& grad, c
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
   UpdatePlan p = plan_update(op, grad, cx, ch, u, h);
-  UpdateArgs a{};
-  a.cx = p.cx.const_data_ptr();
-  a.ch = p.ch.const_data_ptr();
-  a.u = p.u.const_data_ptr();
-  a.h = p.h.const_data_ptr();
-  a.grad = p.grad.const_data_ptr();
-  a.grad_c = p.grad_c.mutable_data_ptr();
-  a.grad_u = p.grad_u.mutable_data_ptr();
-  a.grad_h = p.grad_h.mutable_data_ptr();
-  a.standard = standard;
-  check_launch(op, cuda::update_backward(p.dtype, a, p.h.numel(), stream()));
+  check_launch(op, cuda::update_backward(p.dtype, update_args(p, standard), p.h.numel(), stream()));
   return {p.grad_c, p.grad_u, p.grad_h};
 }
 
@@ -109,39 +76,20 @@ Tensor spade_norm(const Tensor& h, const Tensor& gamma, const Tensor& beta, cons
   const c10::cuda::CUDAGuard guard(h.device());
   SpadePlan p = plan_spade(op, Tensor(), h, gamma, beta, value_or_undefined(bias), eps);
   check_rows(op, p);
-  SpadeArgs a{};
-  a.h = p.h.const_data_ptr();
-  a.gamma = p.gamma.const_data_ptr();
-  a.beta = p.beta.const_data_ptr();
-  a.bias = ptr_or_null(p.bias);
-  a.out = p.out.mutable_data_ptr();
-  a.hw = p.hw;
-  a.channels = p.channels;
-  a.eps = eps;
-  check_launch(op, cuda::spade_forward(p.dtype, a, p.rows, p.layout == Layout::ChannelsLast, stream()));
+  check_launch(op, cuda::spade_forward(p.dtype, spade_args(p, eps), p.rows, p.layout == Layout::ChannelsLast, stream()));
   return p.out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> spade_norm_backward(const Tensor& grad, const Tensor& h, const Tensor& gamma,
-                                                       double eps) {
+std::vector<Tensor> spade_norm_backward(const Tensor& grad, const Tensor& h, const Tensor& gamma, double eps,
+                                        std::array<bool, 3> output_mask) {
   constexpr const char* op = "stdiff::spade_norm_backward";
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
-  SpadePlan p = plan_spade(op, grad, h, gamma, Tensor(), Tensor(), eps);
+  SpadePlan p = plan_spade(op, grad, h, gamma, Tensor(), Tensor(), eps, output_mask);
   check_rows(op, p);
-  if (p.hw == 0) p.grad_bias.zero_();
-  SpadeArgs a{};
-  a.h = p.h.const_data_ptr();
-  a.gamma = p.gamma.const_data_ptr();
-  a.grad = p.grad.const_data_ptr();
-  a.grad_h = p.grad_h.mutable_data_ptr();
-  a.grad_gamma = p.grad_gamma.mutable_data_ptr();
-  a.grad_bias = p.grad_bias.mutable_data_ptr();
-  a.hw = p.hw;
-  a.channels = p.channels;
-  a.eps = eps;
-  check_launch(op, cuda::spade_backward(p.dtype, a, p.rows, p.layout == Layout::ChannelsLast, stream()));
-  return {p.grad_h, p.grad_gamma, p.grad_bias};
+  check_launch(op, cuda::spade_backward(p.dtype, spade_args(p, eps), p.rows, p.layout == Layout::ChannelsLast,
+                                        stream()));
+  return defined_only({p.grad_h, p.grad_gamma, p.grad_bias});
 }
 
 Tensor sde_step(const Tensor& y, const Tensor& f, const Tensor& g, const std::optional<Tensor>& dw, double dt,
@@ -157,12 +105,12 @@ Tensor sde_step(const Tensor& y, const Tensor& f, const Tensor& g, const std::op
 
 std::vector<Tensor> sde_step_backward(const Tensor& grad, const Tensor& g, const std::optional<Tensor>& dw, double dt,
                                       const std::optional<Tensor>& g_pred, bool g_is_raw,
-                                      std::optional<int64_t> seed, int64_t offset) {
+                                      std::optional<int64_t> seed, int64_t offset, std::array<bool, 4> output_mask) {
   constexpr const char* op = "stdiff::sde_step_backward";
   check_device(op, grad, at::kCUDA);
   const c10::cuda::CUDAGuard guard(grad.device());
   SdePlan p = plan_sde(op, true, grad, Tensor(), Tensor(), g, value_or_undefined(dw), dt,
-                       value_or_undefined(g_pred), seed, offset);
+                       value_or_undefined(g_pred), seed, offset, output_mask);
   check_launch(op, cuda::sde_backward(p.dtype, sde_args(p, g_is_raw), p.grad.numel(), stream()));
   return sde_grads(p);
 }
@@ -179,11 +127,12 @@ Tensor sde_predict(const Tensor& y, const Tensor& g, const std::optional<Tensor>
 
 std::vector<Tensor> sde_predict_backward(const Tensor& grad, const Tensor& g, const std::optional<Tensor>& dw,
                                          std::optional<double> dt, bool g_is_raw, std::optional<int64_t> seed,
-                                         int64_t offset) {
+                                         int64_t offset, std::array<bool, 2> output_mask) {
   constexpr const char* op = "stdiff::sde_predict_backward";
   check_device(op, grad, at::kCUDA);
   const c10::cuda::CUDAGuard guard(grad.device());
-  SdePlan p = plan_sde(op, false, grad, Tensor(), Tensor(), g, value_or_undefined(dw), dt, Tensor(), seed, offset);
+  SdePlan p = plan_sde(op, false, grad, Tensor(), Tensor(), g, value_or_undefined(dw), dt, Tensor(), seed, offset,
+                       predict_mask(output_mask));
   check_launch(op, cuda::sde_backward(p.dtype, sde_args(p, g_is_raw), p.grad.numel(), stream()));
   return sde_grads(p);
 }

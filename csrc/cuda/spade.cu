@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a)
         acc.v[1] += gg[it][k] * xh[it][k];
         acc.v[2] += dy[k];
       }
-      store<V>(dgamma, e, dgm);
+      if (a.grad_gamma != nullptr) store<V>(dgamma, e, dgm);
     }
   }
   const Vals<A, 3> sums = block_sum(acc, scratch);
@@ -144,10 +144,10 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a)
       A o[V];
 #pragma unroll
       for (int k = 0; k < V; ++k) o[k] = rstd * (gg[it][k] - m_g - xh[it][k] * m_gx);
-      store<V>(dx, e, o);
+      if (a.grad_h != nullptr) store<V>(dx, e, o);
     }
   }
-  if (threadIdx.x == 0) static_cast<T*>(a.grad_bias)[blockIdx.x] = Conv<T>::from(sums.v[2]);
+  if (threadIdx.x == 0 && a.grad_bias != nullptr) static_cast<T*>(a.grad_bias)[blockIdx.x] = Conv<T>::from(sums.v[2]);
 }
 
 // ------------------------------------------------------------------ NCHW, long rows
@@ -220,16 +220,16 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_loop(const SpadeArgs a)
     acc.v[0] += g;
     acc.v[1] += g * xh;
     acc.v[2] += dy;
-    dgamma[e] = Conv<T>::from(dy * xh);
+    if (a.grad_gamma != nullptr) dgamma[e] = Conv<T>::from(dy * xh);
   }
   const Vals<A, 3> sums = block_sum(acc, scratch);
   const A m_g = sums.v[0] * inv_n, m_gx = sums.v[1] * inv_n;
-  for (int64_t e = threadIdx.x; e < hw; e += blockDim.x) {
+  for (int64_t e = threadIdx.x; a.grad_h != nullptr && e < hw; e += blockDim.x) {
     const A xh = (Conv<T>::to(x[e]) - mean) * rstd;
     const A g = Conv<T>::to(grad[e]) * (A(1) + Conv<T>::to(gamma[e]));
     dx[e] = Conv<T>::from(rstd * (g - m_g - xh * m_gx));
   }
-  if (threadIdx.x == 0) static_cast<T*>(a.grad_bias)[blockIdx.x] = Conv<T>::from(sums.v[2]);
+  if (threadIdx.x == 0 && a.grad_bias != nullptr) static_cast<T*>(a.grad_bias)[blockIdx.x] = Conv<T>::from(sums.v[2]);
 }
 
 // ------------------------------------------------------------------ NHWC
@@ -311,19 +311,19 @@ __global__ void __launch_bounds__(32 * kTileRows) spade_bwd_nhwc(const SpadeArgs
       acc.v[0] += g;
       acc.v[1] += g * xh;
       acc.v[2] += dy;
-      dgamma[e] = Conv<T>::from(dy * xh);
+      if (a.grad_gamma != nullptr) dgamma[e] = Conv<T>::from(dy * xh);
     }
   }
   const Vals<A, 3> sums = column_sum(acc, scratch);
   if (!active) return;  // no barrier follows
   const A m_g = sums.v[0] * inv_n, m_gx = sums.v[1] * inv_n;
-  for (int64_t p = threadIdx.y; p < hw; p += kTileRows) {
+  for (int64_t p = threadIdx.y; a.grad_h != nullptr && p < hw; p += kTileRows) {
     const int64_t e = p * C;
     const A xh = (Conv<T>::to(x[e]) - mean) * rstd;
     const A g = Conv<T>::to(grad[e]) * (A(1) + Conv<T>::to(gamma[e]));
     dx[e] = Conv<T>::from(rstd * (g - m_g - xh * m_gx));
   }
-  if (threadIdx.y == 0) static_cast<T*>(a.grad_bias)[n * C + c] = Conv<T>::from(sums.v[2]);
+  if (threadIdx.y == 0 && a.grad_bias != nullptr) static_cast<T*>(a.grad_bias)[n * C + c] = Conv<T>::from(sums.v[2]);
 }
 
 // ------------------------------------------------------------------ launch

@@ -6,11 +6,13 @@ All backends compute the same function as :mod:`stdiff.ops.reference` and are di
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from . import _validate as check
 from . import reference
 from ._dispatch import BACKENDS, backend_status, preload, resolve
+from .philox import normals as _philox_normals
 
 __all__ = [
     "BACKENDS",
@@ -20,6 +22,7 @@ __all__ = [
     "spade_norm",
     "sde_step",
     "sde_predict",
+    "philox_normal",
     "reference",
 ]
 
@@ -49,8 +52,7 @@ def convgru_update(
     check.tensor("h", h, ndim=4)
     for name, value in (("cx", cx), ("ch", ch), ("u", u)):
         check.like(name, value, "h", h)
-    if not isinstance(standard, bool):
-        raise TypeError(f"standard must be a bool, got {type(standard).__name__}")
+    check.flag("standard", standard)
     return resolve(backend, h.device.type).convgru_update(cx, ch, u, h, standard=standard)
 
 
@@ -105,7 +107,9 @@ def sde_step(
 
     Euler-Maruyama ``y + f dt + g dW``; with ``g_pred`` the Euler-Heun corrector
     ``y + f dt + (g + g_pred) / 2 dW``. ``g_is_raw=True`` applies tanh to g (and g_pred) in the op.
-    ``dW=None`` draws ``sqrt(dt) N(0, 1)`` in the op from a Philox stream keyed by (seed, offset).
+    ``dW=None`` draws ``dW = sqrt(dt) * philox_normal(y.shape, seed, offset)`` in the op, on every
+    backend alike (bit for bit in float32; see :func:`philox_normal`). ``offset`` is a stream id:
+    a solver passes offset k at step k (0, 1, 2, ...), not an element count.
     """
     check.tensor("y", y)
     check.like("f", f, "y", y)
@@ -113,9 +117,10 @@ def sde_step(
     if g_pred is not None:
         check.like("g_pred", g_pred, "y", y)
     dt = check.positive_float("dt", dt)
+    check.flag("g_is_raw", g_is_raw)
     _check_noise(y, dW, dt, seed, offset)
     return resolve(backend, y.device.type).sde_step(
-        y, f, g, dW, dt, g_pred=g_pred, g_is_raw=bool(g_is_raw), seed=seed, offset=offset
+        y, f, g, dW, dt, g_pred=g_pred, g_is_raw=g_is_raw, seed=seed, offset=offset
     )
 
 
@@ -129,10 +134,43 @@ def sde_predict(
     offset: int = 0,
     backend: str = "auto",
 ) -> Tensor:
-    """Euler-Heun predictor ``y + g dW`` (g, dW shaped like y). ``dW=None`` needs dt and seed."""
+    """Euler-Heun predictor ``y + g dW`` (g, dW shaped like y).
+
+    ``dW=None`` needs dt and seed and draws the same increment as :func:`sde_step` with equal
+    (seed, offset), so predictor and corrector of one Heun step share it.
+    """
     check.tensor("y", y)
     check.like("g", g, "y", y)
+    check.flag("g_is_raw", g_is_raw)
     _check_noise(y, dW, dt, seed, offset)
     return resolve(backend, y.device.type).sde_predict(
-        y, g, dW, dt=dt, g_is_raw=bool(g_is_raw), seed=seed, offset=offset
+        y, g, dW, dt=dt, g_is_raw=g_is_raw, seed=seed, offset=offset
     )
+
+
+def philox_normal(
+    shape: tuple[int, ...] | torch.Size,
+    seed: int,
+    offset: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The standard normals the SDE ops draw in-kernel for ``dW=None`` with this seed and offset.
+
+    Element ``i`` (row-major) of a ``shape`` tensor is the normal of counter ``i`` of the
+    Philox4x32-10 stream (seed, offset), ``offset`` being a stream id (one per solver step).
+    Computed in float32, bit-identical to the C++/CUDA and Triton kernels, then cast to
+    ``dtype``; the op's increment is ``sqrt(dt)`` times this. Returns a ``shape`` tensor.
+    """
+    if isinstance(shape, int) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must have sizes >= 0, got {tuple(shape)}")
+    check.non_negative_int("seed", seed)
+    check.non_negative_int("offset", offset)
+    if dtype not in check.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be a floating dtype (float16/bfloat16/float32/float64), got {dtype}")
+    numel = 1
+    for s in shape:
+        numel *= s
+    return _philox_normals(numel, seed, offset, device=device).view(tuple(shape)).to(dtype)

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .contract import output_format
+
 __all__ = [
     "build_info",
     "convgru_gates",
@@ -149,71 +151,61 @@ def sde_predict(
 
 
 # ---------------------------------------------------------------------------- fake impls
-def _memory_format(tensors: list[Tensor | None], allow_channels_last: bool = True) -> torch.memory_format:
-    """The output layout the C++ launchers choose (csrc/op_common.h: common_layout)."""
-    present = [t for t in tensors if t is not None]
-    if all(t.is_contiguous() for t in present):
-        return torch.contiguous_format
-    if allow_channels_last and all(
-        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) for t in present
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def _empty(shape: torch.Size | tuple[int, ...], like: Tensor, fmt: torch.memory_format) -> Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
 def _fake_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    fmt = _memory_format([gx, gh, h])
+    fmt = output_format(gx, gh, h)
     return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt)
 
 
 def _fake_gates_backward(
     grad_u: Tensor | None, grad_rh: Tensor | None, u: Tensor, gx: Tensor, gh: Tensor, h: Tensor
 ) -> tuple[Tensor, Tensor]:
-    fmt = _memory_format([gx, gh, h, grad_u, grad_rh, u])
+    fmt = output_format(gx, gh, h, grad_u, grad_rh, u)
     return _empty(gx.shape, h, fmt), _empty(h.shape, h, fmt)
 
 
 def _fake_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False) -> Tensor:
-    return _empty(h.shape, h, _memory_format([cx, ch, u, h]))
+    return _empty(h.shape, h, output_format(cx, ch, u, h))
 
 
 def _fake_update_backward(
     grad: Tensor, cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    fmt = _memory_format([cx, ch, u, h, grad])
+    fmt = output_format(cx, ch, u, h, grad)
     return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt), _empty(h.shape, h, fmt)
 
 
 def _fake_spade(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    return _empty(h.shape, h, _memory_format([h, gamma, beta]))
+    return _empty(h.shape, h, output_format(h, gamma, beta))
 
 
-def _fake_spade_backward(grad: Tensor, h: Tensor, gamma: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    fmt = _memory_format([h, gamma, grad])
-    return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt), h.new_empty(h.shape[:2])
+def _fake_spade_backward(grad: Tensor, h: Tensor, gamma: Tensor, eps: float, output_mask: list[bool]) -> list[Tensor]:
+    fmt = output_format(h, gamma, grad)
+    grads = (_empty(h.shape, h, fmt), _empty(h.shape, h, fmt), h.new_empty(h.shape[:2]))
+    return [t for t, needed in zip(grads, output_mask) if needed]
 
 
 def _fake_sde_step(y, f, g, dW, dt, g_pred=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
-    return _empty(y.shape, y, _memory_format([y, f, g, dW, g_pred], dW is not None))
+    return _empty(y.shape, y, output_format(y, f, g, dW, g_pred, allow_channels_last=dW is not None))
 
 
-def _fake_sde_step_backward(grad, g, dW, dt, g_pred, g_is_raw, seed, offset) -> list[Tensor]:
-    fmt = _memory_format([grad, g, dW, g_pred], dW is not None)
-    count = 2 + (g_pred is not None) + (dW is not None)
-    return [_empty(grad.shape, grad, fmt) for _ in range(count)]
+def _fake_sde_step_backward(grad, g, dW, dt, g_pred, g_is_raw, seed, offset, output_mask) -> list[Tensor]:
+    fmt = output_format(grad, g, dW, g_pred, allow_channels_last=dW is not None)
+    present = (True, True, g_pred is not None, dW is not None)  # (grad_f, grad_g, grad_g_pred, grad_dW)
+    return [_empty(grad.shape, grad, fmt) for has, needed in zip(present, output_mask) if has and needed]
 
 
 def _fake_sde_predict(y, g, dW, dt=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
-    return _empty(y.shape, y, _memory_format([y, g, dW], dW is not None))
+    return _empty(y.shape, y, output_format(y, g, dW, allow_channels_last=dW is not None))
 
 
-def _fake_sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset) -> list[Tensor]:
-    fmt = _memory_format([grad, g, dW], dW is not None)
-    return [_empty(grad.shape, grad, fmt) for _ in range(1 + (dW is not None))]
+def _fake_sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset, output_mask) -> list[Tensor]:
+    fmt = output_format(grad, g, dW, allow_channels_last=dW is not None)
+    present = (True, dW is not None)  # (grad_g, grad_dW)
+    return [_empty(grad.shape, grad, fmt) for has, needed in zip(present, output_mask) if has and needed]
 
 
 def _register_python_impls() -> None:

@@ -49,3 +49,10 @@ def non_negative_int(name: str, value: object) -> int:
     if not 0 <= value < 2**63:
         raise ValueError(f"{name} must be in [0, 2**63), got {value}")
     return value
+
+
+def flag(name: str, value: object) -> bool:
+    """Check that ``value`` is a bool (not merely truthy: ``"no"`` is refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+    return value

@@ -11,6 +11,9 @@ import math
 import torch
 from torch import Tensor
 
+from .contract import output_format
+from .philox import normals
+
 __all__ = [
     "convgru_gates",
     "convgru_update",
@@ -31,10 +34,12 @@ def convgru_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
     """Update gate and reset-scaled state of a Conv-GRU cell.
 
     gx, gh: (N, 2F, H, W) gate pre-activations from the input and the state convs;
-    h: (N, F, H, W). Returns ``u`` (N, F, H, W) and ``r * h`` (N, F, H, W).
+    h: (N, F, H, W). Returns ``u`` (N, F, H, W) and ``r * h`` (N, F, H, W), dense in the inputs'
+    common layout (the op contract's rule; a channel half of a channels_last tensor is not).
     """
     u, r = torch.sigmoid(gx + gh).chunk(2, dim=1)
-    return u, r * h
+    fmt = output_format(gx, gh, h)
+    return u.contiguous(memory_format=fmt), (r * h).contiguous(memory_format=fmt)
 
 
 def convgru_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False) -> Tensor:
@@ -68,15 +73,16 @@ def spade_norm(
 
 
 def brownian_increment(like: Tensor, dt: float, seed: int, offset: int = 0) -> Tensor:
-    """``sqrt(dt) * N(0, 1)`` noise shaped like ``like``, reproducible for equal (seed, offset).
+    """``sqrt(dt) * N(0, 1)`` shaped like ``like``: the increment every backend draws for dW=None.
 
-    The reference stream comes from a CPU ``torch.Generator``; compiled and Triton backends use
-    their own Philox streams, so noise is equal in distribution across backends, not bitwise.
+    The normals are those of :func:`stdiff.ops.philox_normal` (bit-identical to the C++/CUDA and
+    Triton kernels); float32 and lower precisions scale them by float32 ``sqrt(dt)`` as the
+    kernels do, float64 in float64.
     """
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed((int(seed) * 1_000_003 + int(offset)) % (2**63 - 1))
-    noise = torch.randn(like.shape, generator=gen, dtype=torch.float32)
-    return (noise * math.sqrt(dt)).to(device=like.device, dtype=like.dtype)
+    z = normals(like.numel(), seed, offset, device=like.device).view(like.shape)
+    if like.dtype == torch.float64:
+        return z.double() * math.sqrt(dt)
+    return (z * math.sqrt(dt)).to(like.dtype)
 
 
 def _diffusion(g: Tensor, g_is_raw: bool) -> Tensor:
@@ -98,14 +104,17 @@ def sde_step(
 
     Euler-Maruyama: ``y + f dt + g dW``. With ``g_pred`` (diffusion at the Heun predictor point):
     the Euler-Heun corrector ``y + f dt + (g + g_pred) / 2 dW``. ``g_is_raw`` applies tanh to g and
-    g_pred first. ``dW=None`` draws ``sqrt(dt) N(0, 1)`` from (seed, offset).
+    g_pred first. ``dW=None`` draws ``sqrt(dt) N(0, 1)`` from (seed, offset) and, like every
+    backend, returns an NCHW-contiguous result.
     """
-    if dW is None:
+    drawn = dW is None
+    if drawn:
         dW = brownian_increment(y, dt, seed, offset)
     gw = _diffusion(g, g_is_raw)
     if g_pred is not None:
         gw = 0.5 * (gw + _diffusion(g_pred, g_is_raw))
-    return y + f * dt + gw * dW
+    out = y + f * dt + gw * dW
+    return out.contiguous() if drawn else out
 
 
 def sde_predict(
@@ -117,7 +126,8 @@ def sde_predict(
     seed: int | None = None,
     offset: int = 0,
 ) -> Tensor:
-    """Euler-Heun predictor ``y + g dW`` (tensors shaped like y); ``dW=None`` needs dt, seed."""
+    """Euler-Heun predictor ``y + g dW`` (tensors shaped like y); ``dW=None`` needs dt, seed
+    (and gives an NCHW-contiguous result)."""
     if dW is None:
-        dW = brownian_increment(y, dt, seed, offset)
+        return (y + _diffusion(g, g_is_raw) * brownian_increment(y, dt, seed, offset)).contiguous()
     return y + _diffusion(g, g_is_raw) * dW
