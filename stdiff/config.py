@@ -21,7 +21,7 @@ MOTION_ACTIVATIONS = ("relu", "leaky_relu")
 
 @dataclass
 class MotionConfig:
-    """Motion encoder on frame differences + Conv-GRU (DESIGN.md §1.1-1.2).
+    """Motion encoder on frame differences + Conv-GRU (docs/architecture.md §1).
 
     The motion state has ``model_channels * 2**n_downs`` channels at ``image_size / 2**n_downs``.
     ``activation``: "relu" (official) or "leaky_relu" (for small models trained fast: no dead units).
@@ -35,7 +35,7 @@ class MotionConfig:
 
 @dataclass
 class SDEConfig:
-    """Drift/diffusion nets and the fixed-step solver (DESIGN.md §1.3)."""
+    """Drift/diffusion nets and the fixed-step solver (docs/architecture.md §4)."""
 
     n_layers: int = 2
     method: str = "euler_heun"

@@ -1,4 +1,4 @@
-"""Motion encoder on frame differences and the Conv-GRU that aggregates it (DESIGN.md §1.1-1.2)."""
+"""Motion encoder on frame differences and the Conv-GRU that aggregates it (docs/architecture.md §1)."""
 from __future__ import annotations
 
 import torch

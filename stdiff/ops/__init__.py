@@ -1,4 +1,4 @@
-"""Fused ops of STDiff with interchangeable backends (DESIGN.md §2).
+"""Fused ops of STDiff with interchangeable backends (docs/architecture.md §3).
 
 Each public function validates its arguments once and then runs the backend chosen by
 ``backend`` ("auto", "reference", "cpu", "cuda", "triton"; see :mod:`stdiff.ops._dispatch`).
