@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from collections.abc import Callable
 
 import torch
@@ -85,8 +84,7 @@ def motion_health(model, clips: Tensor, repeats: int = 4, seed: int = 0) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    from ..data import build_dataset
-    from .quickeval import load_ema_model
+    from .quickeval import emit, held_out_clips, load_ema_model
 
     parser = argparse.ArgumentParser(prog="python -m stdiff.training.diagnose", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="exported model folder, or a training checkpoint (uses its EMA weights)")
@@ -96,19 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     model = load_ema_model(args.checkpoint)
-    cfg = model.config
-    data = build_dataset("synthetic", "test", image_size=cfg.image_size, num_observed=cfg.num_observed,
-                         num_future=cfg.num_future, channels=cfg.channels, num_videos=args.clips, seed=args.seed)
-    clips = torch.stack([data[i] for i in range(len(data))])
-    result = motion_health(model, clips, args.repeats, args.seed)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        from ..fileio import atomic_write_text
-
-        atomic_write_text(args.json, text + "\n")
-    return result
-
+    clips = held_out_clips(model.config, "synthetic", args.clips, model.config.num_future, args.seed)
+    return emit(motion_health(model, clips, args.repeats, args.seed), args.json)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import Tensor
 
-__all__ = ["one_step_mse", "load_ema_model", "main"]
+__all__ = ["one_step_mse", "load_ema_model", "held_out_clips", "emit", "main"]
 
 
 @torch.no_grad()
@@ -67,7 +67,6 @@ def load_ema_model(path: str, device: str = "cpu"):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from ..data import build_dataset
 
     parser = argparse.ArgumentParser(prog="python -m stdiff.training.quickeval", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="exported model folder, or a training checkpoint (uses its EMA weights)")
@@ -82,21 +81,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     model = load_ema_model(args.checkpoint, args.device)
-    cfg = model.config
-    data = build_dataset(args.data, "test", image_size=cfg.image_size, num_observed=cfg.num_observed,
-                         num_future=1, channels=cfg.channels,
-                         num_videos=args.clips if args.data == "synthetic" else None, seed=args.seed)
-    count = min(args.clips, len(data))
-    clips = torch.stack([data[i] for i in range(count)])
+    clips = held_out_clips(model.config, args.data, args.clips, 1, args.seed)
     begin = time.perf_counter()
     result = one_step_mse(model, clips, args.sampler, args.steps, args.samples, args.batch_size, args.seed)
     result.update(sampler=args.sampler, steps=args.steps, seconds=round(time.perf_counter() - begin, 1))
+    return emit(result, args.json)
+
+
+def held_out_clips(cfg, data: str, count: int, num_future: int, seed: int = 0) -> Tensor:
+    """Up to ``count`` test clips (N, To + num_future, C, H, W) in [0, 1] of ``data`` for model config ``cfg``."""
+    from ..data import build_dataset
+
+    dataset = build_dataset(data, "test", image_size=cfg.image_size, num_observed=cfg.num_observed,
+                            num_future=num_future, channels=cfg.channels,
+                            num_videos=count if data == "synthetic" else None, seed=seed)
+    return torch.stack([dataset[i] for i in range(min(count, len(dataset)))])
+
+
+def emit(result: dict, json_path: str | None) -> dict:
+    """Print ``result`` as JSON and also write it to ``json_path`` (atomically) when given; returns it."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.json:
+    if json_path:
         from ..fileio import atomic_write_text
 
-        atomic_write_text(args.json, text + "\n")
+        atomic_write_text(json_path, text + "\n")
     return result
 
 
