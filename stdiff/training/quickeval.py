@@ -67,7 +67,6 @@ def load_ema_model(path: str, device: str = "cpu"):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-
     parser = argparse.ArgumentParser(prog="python -m stdiff.training.quickeval", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="exported model folder, or a training checkpoint (uses its EMA weights)")
     parser.add_argument("--data", default="synthetic", help="held-out data (default: synthetic test split)")
