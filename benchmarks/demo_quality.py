@@ -103,12 +103,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--settings", default=",".join(f"{s}-{n}" for s, n in SETTINGS),
+                        help="sampler-steps list (default: all of the table)")
+    parser.add_argument("--diversity-clips", type=int, default=64, help="clips of the bounce/no-bounce diversity split")
+    parser.add_argument("--name", default="demo_quality", help="file name stem of the outputs")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_pretrained(args.checkpoint)
     clips = held_out_clips(predictor.config, args.clips, args.seed)
-    settings = [(s, n, d) for d in args.dtypes.split(",") for s, n in SETTINGS]
+    chosen = [(name.rsplit("-", 1)[0], int(name.rsplit("-", 1)[1])) for name in args.settings.split(",")]
+    settings = [(s, n, d) for d in args.dtypes.split(",") for s, n in chosen]
     rows = quality_vs_speed(predictor, clips, predictor.config.num_observed, settings, num_samples=args.samples,
                             seed=args.seed)
     official_spf = reference_seconds_per_frame(args.checkpoint, clips[: min(16, args.clips)], args.samples,
@@ -119,16 +124,16 @@ def main(argv: list[str] | None = None) -> None:
                  speedup_vs_official=(None if r["frames_per_second"] is None
                                       else r["frames_per_second"] * official_spf), **env)
     out = Path(args.out) if args.out else default_out_dir(predictor.device, smoke=False)
-    write_csv(out / "demo_quality.csv", rows, list(rows[0]))
-    plot(rows, out / "demo_quality.png")
-    diversity = diversity_split(predictor, clips, max(2, args.samples), args.seed)
+    write_csv(out / f"{args.name}.csv", rows, list(rows[0]))
+    plot(rows, out / f"{args.name}.png")
+    diversity = diversity_split(predictor, clips[: args.diversity_clips], max(2, args.samples), args.seed)
     ref = next(r for r in rows if r["sampler"] == "ddpm" and r["steps"] == 100 and r["dtype"] == "float32")
     close = [r for r in rows if r["method"] == "model" and r["psnr"] >= 0.98 * ref["psnr"]
              and r["ssim"] >= 0.98 * ref["ssim"]]
     fastest = max(close, key=lambda r: r["frames_per_second"])
     summary = {"official_seconds_per_frame": official_spf, "ddpm100": ref, "fastest_within_2pct": fastest,
                "copy_last": rows[-1], "diversity": diversity}
-    atomic_write_text(out / "demo_quality.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / f"{args.name}.json", json.dumps(summary, indent=2, default=str))
     print(f"{'setting':22s} {'PSNR':>6s} {'SSIM':>6s} {'std':>6s} {'frames/s':>9s} {'x official':>10s}")
     for r in rows:
         name = "copy last frame" if r["method"] == "copy_last" else f"{r['sampler']}-{r['steps']} {r['dtype']}"
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fastest within 2 % of DDPM-100: {fastest['sampler']}-{fastest['steps']} {fastest['dtype']} "
           f"({fastest['frames_per_second']:.1f} frames/s, {fastest['speedup_vs_official']:.1f}x the official "
           f"per-frame time); diversity {json.dumps(diversity)}")
-    print(f"wrote {out / 'demo_quality.csv'}, demo_quality.png, demo_quality.json")
+    print(f"wrote {out / args.name}.csv, .png, .json")
 
 
 if __name__ == "__main__":
