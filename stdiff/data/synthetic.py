@@ -52,13 +52,14 @@ def _random_velocity(rng: np.random.Generator, max_speed: int) -> tuple[int, int
 
 
 def bounce_trajectory(
-    rng: np.random.Generator, num_frames: int, limit: int, max_speed: int
+    rng: np.random.Generator, num_frames: int, limit: int, max_speed: int, hits: list[int] | None = None
 ) -> np.ndarray:
     """Top-left positions (num_frames, 2) int64 (y, x) of one digit, each within [0, limit].
 
     Start uniform, velocity uniform without (0, 0). Before drawing a frame a position past a
     wall is clamped onto it and the velocity is redrawn: the component normal to that wall
     from [1, max_speed] pointing inwards, the other one from [-max_speed, max_speed].
+    ``hits``: when given, the indices of the frames drawn just after a wall hit are appended.
     """
     pos = rng.integers(0, limit + 1, size=2)
     vel = list(_random_velocity(rng, max_speed))
@@ -66,6 +67,8 @@ def bounce_trajectory(
     for t in range(num_frames):
         for axis in (0, 1):
             if pos[axis] < 0 or pos[axis] > limit:
+                if hits is not None:
+                    hits.append(t)
                 inward = 1 if pos[axis] < 0 else -1
                 pos[axis] = 0 if pos[axis] < 0 else limit
                 vel[axis] = inward * int(rng.integers(1, max_speed + 1))
@@ -124,23 +127,34 @@ class MovingDigits(Dataset):
 
     def generate(self, index: int) -> np.ndarray:
         """Clip ``index`` as a numpy array (T, C, H, W) float32 in [0, 1]."""
-        if not 0 <= index < self.num_videos:
-            raise IndexError(f"index {index} out of range for {self.num_videos} videos")
-        rng = np.random.default_rng([self.seed, self.split_code, int(index)])
         size, d = self.image_size, self.bank.shape[1]
         canvas = np.zeros((self.num_frames, size, size, self.channels), dtype=np.float32)
         frames = np.arange(self.num_frames)[:, None, None]
         offsets = np.arange(d)
-        for _ in range(int(rng.integers(self.num_digits[0], self.num_digits[1] + 1))):
-            digit = self.bank[int(rng.integers(len(self.bank)))].astype(np.float32)
-            colour = np.ones(1, np.float32) if self.channels == 1 else rng.uniform(0.2, 1.0, 3).astype(np.float32)
-            colour /= colour.max()
-            path = bounce_trajectory(rng, self.num_frames, size - d, self.max_speed)
+        for digit, colour, path in self._digits(index):
             rows = (path[:, 0, None] + offsets)[:, :, None]  # (T, d, 1)
             cols = (path[:, 1, None] + offsets)[:, None, :]  # (T, 1, d)
             canvas[frames, rows, cols] += digit[None, :, :, None] * colour
         np.clip(canvas, 0.0, 1.0, out=canvas)
         return np.ascontiguousarray(canvas.transpose(0, 3, 1, 2))
+
+    def _digits(self, index: int, hits: list[int] | None = None):
+        """The digits of clip ``index``: (image (d, d), colour (C,), path (T, 2)) each, from its own stream."""
+        if not 0 <= index < self.num_videos:
+            raise IndexError(f"index {index} out of range for {self.num_videos} videos")
+        rng = np.random.default_rng([self.seed, self.split_code, int(index)])
+        limit = self.image_size - self.bank.shape[1]
+        for _ in range(int(rng.integers(self.num_digits[0], self.num_digits[1] + 1))):
+            digit = self.bank[int(rng.integers(len(self.bank)))].astype(np.float32)
+            colour = np.ones(1, np.float32) if self.channels == 1 else rng.uniform(0.2, 1.0, 3).astype(np.float32)
+            yield digit, colour / colour.max(), bounce_trajectory(rng, self.num_frames, limit, self.max_speed, hits)
+
+    def wall_hits(self, index: int) -> list[int]:
+        """Sorted frame indices of clip ``index`` drawn just after a digit hit a wall (a new random velocity)."""
+        hits: list[int] = []
+        for _ in self._digits(index, hits):
+            pass
+        return sorted(set(hits))
 
     def __getitem__(self, index: int) -> torch.Tensor:
         """(T, C, H, W) float32 tensor in [0, 1]."""
