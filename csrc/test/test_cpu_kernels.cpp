@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -87,9 +88,10 @@ void test_spade(int64_t n, int64_t c, int64_t h, int64_t w, bool channels_last) 
                          .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&, double)>()
                          .call(x, gamma, beta, bias, eps);
   const Tensor grad = at::randn({n, c, h, w});
-  const auto [dx, dgamma, dbias] = op("stdiff::spade_norm_backward")
-                                       .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, double)>()
-                                       .call(grad, x, gamma, eps);
+  const auto grads = op("stdiff::spade_norm_backward")
+                         .typed<std::vector<Tensor>(const Tensor&, const Tensor&, const Tensor&, double, std::array<bool, 3>)>()
+                         .call(grad, x, gamma, eps, {true, true, true});
+  const Tensor &dx = grads.at(0), &dgamma = grads.at(1), &dbias = grads.at(2);
   const auto X = values(x), G = values(gamma), B = values(beta), BI = values(bias), DY = values(grad);
   std::vector<double> want(X.size()), want_dx(X.size()), want_dg(X.size()), want_db(n * c);
   const int64_t hw = h * w;
@@ -143,13 +145,21 @@ void test_sde() {
   for (int64_t i = 0; i < n; ++i) noise.push_back(0.5 * stdiff::philox::normal_at(42, 7, static_cast<uint64_t>(i)));
   expect_close("sde_predict philox noise", pred, noise, 0.0);
 
-  const auto grads = op("stdiff::sde_step_backward")
-                         .typed<std::vector<Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&, double,
-                                                    const std::optional<Tensor>&, bool, std::optional<int64_t>, int64_t)>()
-                         .call(at::ones({n}), g, dw, dt, std::nullopt, false, std::nullopt, 0);
+  const auto backward = op("stdiff::sde_step_backward")
+                           .typed<std::vector<Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&, double,
+                                                      const std::optional<Tensor>&, bool, std::optional<int64_t>, int64_t,
+                                                      std::array<bool, 4>)>();
+  const auto grads = backward.call(at::ones({n}), g, dw, dt, std::nullopt, false, std::nullopt, 0, {true, true, true, true});
   expect_close("sde_step_backward grad_f", grads.at(0), std::vector<double>(n, dt), 1e-7);
   expect_close("sde_step_backward grad_g", grads.at(1), W, 1e-7);
   expect_close("sde_step_backward grad_dW", grads.at(2), G, 1e-7);
+  // output_mask: only the gradients asked for are computed and returned
+  const auto only_g = backward.call(at::ones({n}), g, dw, dt, std::nullopt, false, std::nullopt, 0, {false, true, false, false});
+  if (only_g.size() != 1) {
+    std::printf("FAIL sde_step_backward output_mask: %zu gradients returned, expected 1\n", only_g.size());
+    ++failures;
+  }
+  expect_close("sde_step_backward masked grad_g", only_g.at(0), W, 1e-7);
 }
 
 }  // namespace
