@@ -133,7 +133,8 @@ def test_backward_ops_compute_only_what_output_mask_asks(namespace, device):
     spade = lib.spade_norm_backward(grad, h, gamma, 1e-5, [True, True, True])
     assert [t.shape for t in spade] == [h.shape, h.shape, h.shape[:2]]
     only_h = lib.spade_norm_backward(grad, h, gamma, 1e-5, [True, False, False])
-    assert len(only_h) == 1 and torch.allclose(only_h[0], spade[0])
+    assert len(only_h) == 1
+    torch.testing.assert_close(only_h[0], spade[0])  # the same math, up to float32 rounding
 
 
 @pytest.mark.parametrize("value", ["no", 1, None, 0.0])

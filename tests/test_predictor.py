@@ -329,10 +329,13 @@ def test_prefix_stable_samples_videos_and_times(fast):
     four = fast.predict(x, times=[3.0, 4.0], num_samples=4, **kw)
     one_video = fast.predict(x[:1], times=[3.0, 4.0], num_samples=4, **kw)
     later = fast.predict(x, times=[3.0, 4.0, 5.0, 9.0], num_samples=4, **kw)
-    torch.testing.assert_close(eight.frames[:, :4], four.frames, atol=1e-6, rtol=0)
-    torch.testing.assert_close(one_video.frames, four.frames[:1], atol=1e-6, rtol=0)
-    torch.testing.assert_close(later.frames[:, :, :2], four.frames, atol=1e-6, rtol=0)
-    torch.testing.assert_close(later.motion[:, :, :2], four.motion, atol=1e-6, rtol=0)
+    # the same noise; only float rounding of convolutions over another batch size differs (other
+    # noise would differ by ~0.5)
+    close = dict(atol=1e-4, rtol=0)
+    torch.testing.assert_close(eight.frames[:, :4], four.frames, **close)
+    torch.testing.assert_close(one_video.frames, four.frames[:1], **close)
+    torch.testing.assert_close(later.frames[:, :, :2], four.frames, **close)
+    torch.testing.assert_close(later.motion[:, :, :2], four.motion, **close)
 
 
 def test_predictor_leaves_the_callers_model_unchanged(model):

@@ -116,8 +116,9 @@ def test_sampling_with_noise_streams_is_prefix_stable(tiny):
     four = tiny.sample(obs, num_samples=4, noise=NoiseStreams.for_videos(3, 2, 4), **kw)
     two = tiny.sample(obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 2), **kw)
     first = tiny.sample(obs[:1], num_samples=2, noise=NoiseStreams.for_videos(3, 1, 2), **kw)
-    torch.testing.assert_close(four[:, :2], two, atol=1e-6, rtol=0)
-    torch.testing.assert_close(first, two[:1], atol=1e-6, rtol=0)
+    # the same noise; only float rounding of convolutions over another batch size differs
+    torch.testing.assert_close(four[:, :2], two, atol=1e-4, rtol=0)
+    torch.testing.assert_close(first, two[:1], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="either noise or generator"):
         tiny.sample(obs, noise=NoiseStreams.for_videos(3, 2, 1), generator=torch.Generator(), **kw)
     with pytest.raises(ValueError, match="noise must have N \\* num_samples = 4 rows"):
