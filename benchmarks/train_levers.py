@@ -1,0 +1,90 @@
+"""`python benchmarks/train_levers.py [--config benchmarks/tiny_demo.yaml] [--repeats 15] [--out DIR]`:
+what each lever does to one training step of the CPU demo configuration, in one process.
+
+Every variant is a real :class:`stdiff.training.loop._Trainer` of the configuration (model, AdamW,
+LR schedule, EMA) with its own batch stream (the synthetic clips generated on the fly, as
+``stdiff train`` does with ``workers: 0``); the variants are timed round-robin (A B A B ...), one
+optimizer step at a time, so a shared machine's load hits them alike. Levers: ``channels_last``
+(model weights in channels_last), ``bf16`` (autocast), ``batch16`` (16 clips per step instead of 8),
+``compile`` (``torch.compile`` of the loss module; its compile time is reported separately),
+``no_data`` (clips made beforehand: the data pipeline's share of a step).
+
+Writes ``train_levers.csv`` (median/p20/p80 ms per step, ms per clip, ratio of ms per clip to the
+baseline, compile seconds) to ``--out`` (default ``benchmarks/results/<device-slug>``).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from stdiff.bench.common import (
+    COMMON_COLUMNS, TIMING_COLUMNS, default_out_dir, environment, measure_interleaved, write_csv,
+)
+from stdiff.training import TrainConfig
+from stdiff.training.config import load_yaml
+from stdiff.training.distributed import DistInfo
+from stdiff.training.loop import _LossModule, _Trainer, build_train_data
+from stdiff.training.stream import batch_stream
+
+COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per_clip", "ratio_to_baseline",
+                            "compile_s")
+LEVERS = ("baseline", "channels_last", "bf16", "batch16", "compile", "no_data")
+
+
+def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, float]:
+    """(one training step, clips per step, compile seconds) of ``lever`` applied to ``base``."""
+    overrides = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}}.get(lever, {})
+    cfg = TrainConfig.from_dict({**base.to_dict(), **overrides})
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
+    trainer = _Trainer(cfg, info)
+    if lever == "channels_last":
+        trainer.model.to(memory_format=torch.channels_last)
+    batches = batch_stream(dataset, cfg.batch_size, cfg.seed, 0, 1, start=0, workers=0)
+    if lever == "no_data":
+        batches = itertools.cycle([next(batches) for _ in range(4)])
+    net = _LossModule(trainer.model)
+    trainer.model.train()
+    compile_s = 0.0
+    if lever == "compile":
+        net = torch.compile(net)
+        begin = time.perf_counter()
+        trainer.train_step(net, batches)  # the first call compiles
+        compile_s = time.perf_counter() - begin
+    return (lambda: trainer.train_step(net, batches)), cfg.batch_size, compile_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(Path(__file__).parent / "tiny_demo.yaml"))
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    base = TrainConfig.from_dict({**load_yaml(args.config), "device": "cpu", "out": "unused"})
+    dataset = build_train_data(base)
+    levers = ["baseline", *[lever for lever in args.levers if lever != "baseline"]]
+    steps, batches, compile_s = {}, {}, {}
+    for lever in levers:
+        steps[lever], batches[lever], compile_s[lever] = _variant(base, lever, dataset)
+    timings = measure_interleaved(steps, torch.device("cpu"), args.repeats, warmup=2)
+    per_clip = {lever: t.median_ms / batches[lever] for lever, t in timings.items()}
+    env = environment("train_levers", torch.device("cpu"), False)
+    rows = [{**env, "config": Path(args.config).name, "lever": lever, "batch": batches[lever], **t.columns(),
+             "ms_per_clip": round(per_clip[lever], 3),
+             "ratio_to_baseline": round(per_clip[lever] / per_clip["baseline"], 3),
+             "compile_s": round(compile_s[lever], 1)} for lever, t in timings.items()]
+    out = Path(args.out) if args.out else default_out_dir(torch.device("cpu"), False)
+    print(write_csv(out / "train_levers.csv", rows, COLUMNS))
+    for row in rows:
+        print(f"{row['lever']:14s} {row['median_ms']:8.1f} ms/step {row['ms_per_clip']:7.2f} ms/clip "
+              f"x{row['ratio_to_baseline']}  compile {row['compile_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
