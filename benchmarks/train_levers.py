@@ -5,12 +5,15 @@ Every variant is a real :class:`stdiff.training.loop._Trainer` of the configurat
 LR schedule, EMA) with its own batch stream (the synthetic clips generated on the fly, as
 ``stdiff train`` does with ``workers: 0``); the variants are timed round-robin (A B A B ...), one
 optimizer step at a time, so a shared machine's load hits them alike. Levers: ``channels_last``
-(model weights in channels_last), ``bf16`` (autocast), ``batch16`` (16 clips per step instead of 8),
+(model weights in channels_last), ``bf16`` (autocast), ``bf16_channels_last`` (both), ``batch16`` (16 clips per step instead of 8),
 ``compile`` (``torch.compile`` of the loss module; its compile time is reported separately),
 ``no_data`` (clips made beforehand: the data pipeline's share of a step).
 
 Writes ``train_levers.csv`` (median/p20/p80 ms per step, ms per clip, ratio of ms per clip to the
 baseline, compile seconds) to ``--out`` (default ``benchmarks/results/<device-slug>``).
+``--curve N`` instead trains every lever N steps (interleaved; the same initial weights, and for
+the same batch size the same clips and loss draws) and writes the loss of every step against the
+clips seen to ``train_levers_curve.csv``: a lever that changes the numerics must keep this curve.
 """
 from __future__ import annotations
 
@@ -33,16 +36,17 @@ from stdiff.training.stream import batch_stream
 
 COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per_clip", "ratio_to_baseline",
                             "compile_s")
-LEVERS = ("baseline", "channels_last", "bf16", "batch16", "compile", "no_data")
+CURVE_COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", "step", "clips_seen", "loss", "grad_norm")
+LEVERS = ("baseline", "channels_last", "bf16", "bf16_channels_last", "batch16", "compile", "no_data")
 
 
 def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, float]:
     """(one training step, clips per step, compile seconds) of ``lever`` applied to ``base``."""
-    overrides = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}}.get(lever, {})
+    overrides = {"bf16": {"bf16": True}, "bf16_channels_last": {"bf16": True}, "batch16": {"batch_size": 16}}.get(lever, {})
     cfg = TrainConfig.from_dict({**base.to_dict(), **overrides})
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
     trainer = _Trainer(cfg, info)
-    if lever == "channels_last":
+    if lever in ("channels_last", "bf16_channels_last"):
         trainer.model.to(memory_format=torch.channels_last)
     batches = batch_stream(dataset, cfg.batch_size, cfg.seed, 0, 1, start=0, workers=0)
     if lever == "no_data":
@@ -58,11 +62,26 @@ def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, flo
     return (lambda: trainer.train_step(net, batches)), cfg.batch_size, compile_s
 
 
+def _curves(steps: dict, batches: dict, n: int, config: str, out: Path) -> Path:
+    """Train every lever ``n`` steps round-robin; one row per (lever, step)."""
+    env, rows = environment("train_levers_curve", torch.device("cpu"), False), []
+    for step in range(1, n + 1):
+        for lever, fn in steps.items():
+            loss, grad_norm, _ = fn()
+            rows.append({**env, "config": config, "lever": lever, "batch": batches[lever], "step": step,
+                         "clips_seen": step * batches[lever], "loss": round(float(loss), 5),
+                         "grad_norm": round(float(grad_norm), 4)})
+        if step % 25 == 0 or step == n:
+            write_csv(out / "train_levers_curve.csv", rows, CURVE_COLUMNS)
+    return out / "train_levers_curve.csv"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(Path(__file__).parent / "tiny_demo.yaml"))
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--curve", type=int, default=0, help="train N steps per lever and write the loss curves")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     base = TrainConfig.from_dict({**load_yaml(args.config), "device": "cpu", "out": "unused"})
@@ -71,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     steps, batches, compile_s = {}, {}, {}
     for lever in levers:
         steps[lever], batches[lever], compile_s[lever] = _variant(base, lever, dataset)
+    out = Path(args.out) if args.out else default_out_dir(torch.device("cpu"), False)
+    if args.curve:
+        print(_curves(steps, batches, args.curve, Path(args.config).name, out))
+        return 0
     timings = measure_interleaved(steps, torch.device("cpu"), args.repeats, warmup=2)
     per_clip = {lever: t.median_ms / batches[lever] for lever, t in timings.items()}
     env = environment("train_levers", torch.device("cpu"), False)
@@ -78,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
              "ms_per_clip": round(per_clip[lever], 3),
              "ratio_to_baseline": round(per_clip[lever] / per_clip["baseline"], 3),
              "compile_s": round(compile_s[lever], 1)} for lever, t in timings.items()]
-    out = Path(args.out) if args.out else default_out_dir(torch.device("cpu"), False)
     print(write_csv(out / "train_levers.csv", rows, COLUMNS))
     for row in rows:
         print(f"{row['lever']:14s} {row['median_ms']:8.1f} ms/step {row['ms_per_clip']:7.2f} ms/clip "
