@@ -105,7 +105,7 @@ class Context:
 
     def run(self, cmd: list[str], env: dict[str, str] | None = None) -> int:
         """Run ``cmd`` in the repository root, output appended to the step's log; 124 on timeout."""
-        if self.left() < 1:
+        if self.left() <= 0:
             self.say(f"$ {shlex.join(cmd)}\nnot started: the step's time is spent")
             return 124
         self.say(f"$ {shlex.join(cmd)}  (timeout {self.left():.0f} s)")
@@ -363,6 +363,14 @@ def step_train(ctx: Context) -> tuple[str, int | None, str]:
     return status, rc, note + (" (dry run: --smoke on cpu)" if ctx.dry_run else "")
 
 
+def step_report(ctx: Context) -> tuple[str, int | None, str]:
+    if not any(ctx.results.glob("*.csv")):
+        return "skipped", None, "no benchmark CSV to report on"
+    rc = ctx.run(ctx.stdiff("bench", "report", "--device", "cpu", "--out", str(ctx.results)))
+    made = sorted(p.name for p in ctx.results.glob("*") if p.suffix in (".md", ".png"))
+    return outcome(rc, f"wrote {', '.join(made)}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -418,8 +426,9 @@ STEPS: tuple[Step, ...] = (
     Step("bench_ops_float32", "stdiff bench ops --dtypes float32", 45, bench_ops("float32")),
     Step("bench_ops_bfloat16", "stdiff bench ops --dtypes bfloat16", 35, bench_ops("bfloat16")),
     Step("bench_sde", "stdiff bench sde (vs torchsde)", 20, step_sde),
-    Step("bench_predict", f"stdiff bench predict --preset {PREDICT_PRESET}", 60, step_predict),
-    Step("bench_train", "stdiff bench train (kth64, fp32/bf16, fused/reference)", 30, step_train),
+    Step("bench_predict", f"stdiff bench predict --preset {PREDICT_PRESET}", 55, step_predict),
+    Step("bench_train", "stdiff bench train (kth64, fp32/bf16, fused/reference)", 25, step_train),
+    Step("bench_report", "stdiff bench report: README.md tables and PNG charts of the CSVs", 10, step_report),
     Step("nccl_train", "torchrun --nproc-per-node=1 -m stdiff train (2 steps)", 25, step_nccl_train),
     Step("nccl_check", "torchrun --nproc-per-node=1 nccl_check.py (NCCL collectives, DDP step)", 10, step_nccl_check),
 )
@@ -482,7 +491,7 @@ def pack(ctx: Context, logs: Path) -> None:
 def run_step(step: Step, result: Result, ctx: Context, seconds: float) -> None:
     """Run ``step`` within ``seconds`` into ``result`` (an exception in a step is its failure)."""
     result.timeout_s = round(max(0.0, seconds), 1)
-    if result.timeout_s < 3:
+    if result.timeout_s < min(3.0, step.cap_s / 2):
         result.note = f"no time left: earlier steps used {step.name}'s share"
         return
     ctx.deadline = time.monotonic() + result.timeout_s
@@ -529,12 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     ctx.env["PYTHONUNBUFFERED"] = "1"
     logs = work / "logs"
     logs.mkdir()
-    started = time.monotonic()
     selected = [s for s in STEPS if args.only is None or s.name in args.only or s.name in ALWAYS]
     budget = sum(caps.get(s.name, s.cap_s) for s in selected)
-    planned_end = started
     info = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "budget_s": budget, "machine": machine(ctx), "command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])])}
+    started = planned_end = time.monotonic()
     print(f"stdiff GPU run{' (dry run)' if ctx.dry_run else ''}: {len(selected)} steps, at most {budget:.0f} s, "
           f"summary in {out}", flush=True)
     results = [Result(s.name, s.title, note="" if s in selected else "not in --only") for s in STEPS]

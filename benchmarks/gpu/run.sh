@@ -6,7 +6,7 @@
 #   OUT=/tmp/x bash benchmarks/gpu/run.sh --only tests memcheck --cap tests=300
 #
 # Steps, each with a timeout, none stopping the next: wheels, build, info, tests, memcheck,
-# racecheck, bench_ops_float32, bench_ops_bfloat16, bench_sde, bench_predict, bench_train,
+# racecheck, bench_ops_float32, bench_ops_bfloat16, bench_sde, bench_predict, bench_train, bench_report,
 # nccl_train, nccl_check. $OUT receives summary.md, summary.json, logs.tar.gz, results.tar.gz.
 # STDIFF_GPU_DRYRUN=1 is --dry-run; PYTHON picks the interpreter (default python3).
 set -u
