@@ -136,7 +136,7 @@ class Context:
 
 def stop(proc: subprocess.Popen) -> None:
     """End a command this script started, with its children (its own process group)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
