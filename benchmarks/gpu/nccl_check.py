@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
-        backend = f"nccl {'.'.join(map(str, torch.cuda.nccl.version()))}"
+        version = torch.cuda.nccl.version()  # a tuple (an int in old torch)
+        backend = f"nccl {'.'.join(map(str, version)) if isinstance(version, tuple) else version}"
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo")
