@@ -122,3 +122,12 @@ def test_only_runs_the_named_steps_and_lists_the_others(tmp_path, monkeypatch):
     assert summary["budget_s"] == 12
     with pytest.raises(SystemExit):
         run.main(["--dry-run", "--cap", "nonsense=3"])
+
+
+def test_the_steps_fit_the_device_time_and_keep_the_issue_order():
+    run = _driver()
+    assert sum(s.cap_s for s in run.STEPS) <= 9.5 * 60  # one re-run must fit in a 15-minute loan
+    names = [s.name for s in run.STEPS]
+    order = ["build", "tests", "memcheck", "racecheck", "bench_ops_float32", "bench_predict", "nccl_check"]
+    assert sorted(order, key=names.index) == order
+    assert names[-1] == "nccl_check" and len(set(names)) == len(names)
