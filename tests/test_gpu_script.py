@@ -64,11 +64,12 @@ def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     folder = f"benchmarks/results/{Path(summary['results_dir']).name}"
-    for csv_name in ("ops.csv", "sde.csv", "predict_tiny.csv", "README.md"):
+    for csv_name in ("ops_float32.csv", "ops_bfloat16.csv", "sde.csv", "predict_tiny.csv", "README.md"):
         assert f"{folder}/{csv_name}" in names, names
-    with tarfile.open(out / "results.tar.gz") as tar:
-        ops = tar.extractfile(f"{folder}/ops.csv").read().decode().splitlines()
-    assert {"float32", "bfloat16"} <= {row.split(",")[ops[0].split(",").index("dtype")] for row in ops[1:]}
+    for dtype in ("float32", "bfloat16"):
+        with tarfile.open(out / "results.tar.gz") as tar:
+            ops = tar.extractfile(f"{folder}/ops_{dtype}.csv").read().decode().splitlines()
+        assert {row.split(",")[ops[0].split(",").index("dtype")] for row in ops[1:]} == {dtype}
     with tarfile.open(out / "logs.tar.gz") as tar:
         logs = {Path(n).name for n in tar.getnames()}
     assert {f"{i:02d}_{name}.log" for i, name in enumerate(steps, 1) if steps[name]["status"] == "ok"} <= logs

@@ -49,7 +49,6 @@ TEST_TIMEOUT_S = 120  # per test (pytest-timeout, where installed)
 TEST_MAXFAIL = 5  # stop after this many failures: one failure does not hide the next few
 OPS_ARGS = ["--presets", "kth64", "cityscapes128", "--batches", "1", "16", "--modes", "fwd", "fwd+bwd",
             "--repeats", "15", "--budget", "0.15"]
-OPS_DTYPES = ["float32", "bfloat16"]  # one ops run (and step, see STEPS) per dtype: a timeout loses one only
 PREDICT_PRESET = "kth64"
 TRAIN_ARGS = ["--presets", "kth64", "--dtypes", "float32", "bfloat16", "--backends", "fused", "reference"]
 TRAIN_STEPS = 10
@@ -298,30 +297,19 @@ def sanitize(tool: str) -> Callable[[Context], tuple[str, int | None, str]]:
     return step
 
 
-def ops_csv_merge(ctx: Context) -> Path:
-    """Concatenate the per-dtype ops CSVs (same columns) into the results folder's ops.csv."""
-    parts = [ctx.work / f"ops_{dtype}" / "ops.csv" for dtype in OPS_DTYPES]
-    parts = [p for p in parts if p.exists()]
-    out = ctx.results / "ops.csv"
-    if parts:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            for i, part in enumerate(parts):
-                lines = part.read_text().splitlines(keepends=True)
-                fh.writelines(lines if i == 0 else lines[1:])
-        os.replace(tmp, out)
-    return out
-
-
 def bench_ops(dtype: str) -> Callable[[Context], tuple[str, int | None, str]]:
+    """One dtype's op benchmark, kept as ops_<dtype>.csv (``stdiff bench report`` reads ops*.csv)."""
     def step(ctx: Context) -> tuple[str, int | None, str]:
         out = ctx.work / f"ops_{dtype}"
         cmd = ctx.stdiff("bench", "ops", "--device", ctx.device, "--dtypes", dtype, *OPS_ARGS, "--out", str(out))
         rc = ctx.run(cmd + (["--smoke"] if ctx.dry_run else []))
-        merged = ops_csv_merge(ctx)
-        status, rc, note = bench_outcome(rc, [out / "ops.csv"])
-        note = f"{dtype} {note}; {merged.name} now {csv_rows(merged)} rows (all dtypes)"
+        kept = ctx.results / f"ops_{dtype}.csv"
+        written = (out / "ops.csv").exists()  # only at the end of the run: none after a timeout
+        if written:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / "ops.csv", kept.with_suffix(".tmp"))
+            os.replace(kept.with_suffix(".tmp"), kept)
+        status, rc, note = bench_outcome(rc, [kept] if written else [])
         return status, rc, note + (" (dry run: --smoke on cpu)" if ctx.dry_run else "")
     return step
 
