@@ -240,7 +240,7 @@ def step_info(ctx: Context) -> tuple[str, int | None, str]:
     return "ok", 0, f"{detail}; {versions}"
 
 
-def test_files() -> list[str]:
+def selected_test_files() -> list[str]:
     found: list[str] = []
     for pattern in TEST_FILES:
         found += [str(Path(p).relative_to(ROOT)) for p in sorted(ROOT.glob(pattern))]
@@ -248,7 +248,7 @@ def test_files() -> list[str]:
 
 
 def step_tests(ctx: Context) -> tuple[str, int | None, str]:
-    files = test_files()
+    files = selected_test_files()
     cmd = [ctx.python, "-m", "pytest", "-p", "no:cacheprovider", "-k", TEST_KEYWORDS, *files]
     if ctx.dry_run:
         rc, text = ctx.capture(cmd + ["--collect-only", "-q"])
