@@ -76,8 +76,8 @@ struct GatesBwdOp {
   const T* h;
   const T* grad_u;   // may be null
   const T* grad_rh;  // may be null
-  T* grad_g;
-  T* grad_h;
+  T* grad_g;  // null when not requested
+  T* grad_h;  // null when not requested
   int64_t L;
 
   template <int V>
@@ -107,9 +107,11 @@ struct GatesBwdOp {
         dh[k] = gr[k] * z;
       }
     }
-    store<V>(grad_g, i2, du);
-    store<V>(grad_g, i2 + L, dr);
-    store<V>(grad_h, j, dh);
+    if (grad_g != nullptr) {
+      store<V>(grad_g, i2, du);
+      store<V>(grad_g, i2 + L, dr);
+    }
+    if (grad_h != nullptr) store<V>(grad_h, j, dh);
   }
 };
 
@@ -148,7 +150,7 @@ struct UpdateBwdOp {
   const T* u;
   const T* h;
   const T* grad;
-  T* grad_c;
+  T* grad_c;  // each grad_* null when not requested
   T* grad_u;
   T* grad_h;
   bool standard;
@@ -170,9 +172,279 @@ struct UpdateBwdOp {
       du[k] = standard ? g[k] * (c - hv[k]) : -(g[k] * hv[k]);
       dh[k] = g[k] * (A(1) - uv[k]);
     }
-    store<V>(grad_c, i, dc);
-    store<V>(grad_u, i, du);
-    store<V>(grad_h, i, dh);
+    if (grad_c != nullptr) store<V>(grad_c, i, dc);
+    if (grad_u != nullptr) store<V>(grad_u, i, du);
+    if (grad_h != nullptr) store<V>(grad_h, i, dh);
+  }
+};
+
+// ------------------------------------------------------------------ sde_step / sde_predict
+// dW of elements i .. i+V-1, drawn from the Philox stream (bit-identical to the CPU kernels).
+template <int V, typename A>
+__device__ __forceinline__ void draw_noise(const SdeArgs& s, int64_t i, A (&w)[V]) {
+  const float sdf = static_cast<float>(s.sqrt_dt);
+  float z[V];
+  if constexpr (V >= 4) {
+#pragma unroll
+    for (int g = 0; g < V / 4; ++g) {
+      const philox::F32x4 q = philox::normal4(s.seed, s.offset, static_cast<uint64_t>(i >> 2) + g);
+#pragma unroll
+      for (int l = 0; l < 4; ++l) z[4 * g + l] = q.v[l];
+    }
+  } else if constexpr (V == 2) {  // i is even: lanes (0, 1) or (2, 3) of block i / 4
+    const philox::F32x4 q = philox::normal4(s.seed, s.offset, static_cast<uint64_t>(i >> 2));
+    const bool high = (i & 2) != 0;
+    z[0] = high ? q.v[2] : q.v[0];
+    z[1] = high ? q.v[3] : q.v[1];
+  } else {
+    const philox::F32x4 q = philox::normal4(s.seed, s.offset, static_cast<uint64_t>(i >> 2));
+    const int lane = static_cast<int>(i & 3);
+    z[0] = lane == 0 ? q.v[0] : lane == 1 ? q.v[1] : lane == 2 ? q.v[2] : q.v[3];
+  }
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    if constexpr (sizeof(A) == sizeof(double)) {
+      w[k] = __dmul_rn(s.sqrt_dt, static_cast<double>(z[k]));
+    } else {
+      w[k] = philox::fmul(sdf, z[k]);
+    }
+  }
+}
+
+template <typename T>
+struct SdeFwdOp {
+  SdeArgs s;
+
+  template <int V>
+  __device__ __forceinline__ void apply(int64_t i) const {
+    using A = acc_t<T>;
+    A y[V], g[V], w[V], o[V];
+    load<V>(static_cast<const T*>(s.y), i, y);
+    load<V>(static_cast<const T*>(s.g), i, g);
+    if (s.dw != nullptr) {
+      load<V>(static_cast<const T*>(s.dw), i, w);
+    } else {
+      draw_noise<V>(s, i, w);
+    }
+    if (s.raw) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) g[k] = tanh_(g[k]);
+    }
+    if (s.g_pred != nullptr) {
+      A gp[V];
+      load<V>(static_cast<const T*>(s.g_pred), i, gp);
+#pragma unroll
+      for (int k = 0; k < V; ++k) g[k] = A(0.5) * (g[k] + (s.raw ? tanh_(gp[k]) : gp[k]));
+    }
+    if (s.f != nullptr) {
+      A f[V];
+      load<V>(static_cast<const T*>(s.f), i, f);
+      const A dt = static_cast<A>(s.dt);
+#pragma unroll
+      for (int k = 0; k < V; ++k) y[k] = y[k] + f[k] * dt;
+    }
+#pragma unroll
+    for (int k = 0; k < V; ++k) o[k] = y[k] + g[k] * w[k];
+    store<V>(static_cast<T*>(s.out), i, o);
+  }
+};
+
+template <typename T>
+struct SdeBwdOp {
+  SdeArgs s;
+
+  template <int V>
+  __device__ __forceinline__ void apply(int64_t i) const {
+    using A = acc_t<T>;
+    A gr[V], t[V], w[V], dg[V];
+    load<V>(static_cast<const T*>(s.grad), i, gr);
+    load<V>(static_cast<const T*>(s.g), i, t);
+    if (s.dw != nullptr) {
+      load<V>(static_cast<const T*>(s.dw), i, w);
+    } else {
+      draw_noise<V>(s, i, w);
+    }
+    if (s.raw) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) t[k] = tanh_(t[k]);
+    }
+    if (s.grad_f != nullptr) {
+      A df[V];
+      const A dt = static_cast<A>(s.dt);
+#pragma unroll
+      for (int k = 0; k < V; ++k) df[k] = gr[k] * dt;
+      store<V>(static_cast<T*>(s.grad_f), i, df);
+    }
+    if (s.g_pred != nullptr) {
+      A tp[V], dgp[V], ddw[V];
+      load<V>(static_cast<const T*>(s.g_pred), i, tp);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        if (s.raw) tp[k] = tanh_(tp[k]);
+        const A half = A(0.5) * (gr[k] * w[k]);
+        dg[k] = s.raw ? half * (A(1) - t[k] * t[k]) : half;
+        dgp[k] = s.raw ? half * (A(1) - tp[k] * tp[k]) : half;
+        ddw[k] = gr[k] * (A(0.5) * (t[k] + tp[k]));
+      }
+      if (s.grad_g_pred != nullptr) store<V>(static_cast<T*>(s.grad_g_pred), i, dgp);
+      if (s.grad_dw != nullptr) store<V>(static_cast<T*>(s.grad_dw), i, ddw);
+    } else {
+      A ddw[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A gw = gr[k] * w[k];
+        dg[k] = s.raw ? gw * (A(1) - t[k] * t[k]) : gw;
+        ddw[k] = gr[k] * t[k];
+      }
+      if (s.grad_dw != nullptr) store<V>(static_cast<T*>(s.grad_dw), i, ddw);
+    }
+    if (s.grad_g != nullptr) store<V>(static_cast<T*>(s.grad_g), i, dg);
+  }
+};
+
+// ------------------------------------------------------------------ dtype dispatch
+template <template <typename> class Fn, typename... Args>
+cudaError_t by_dtype(DType dtype, const Args&... args) {
+  return visit_dtype<__half, __nv_bfloat16>(dtype,
+                                            [&](auto tag) { return Fn<typename decltype(tag)::type>::run(args...); });
+}
+
+template <typename T>
+struct GatesFwdOp {
+  const T* gx;
+  const T* gh;
+  const T* h;
+  T* u;
+  T* rh;
+  int64_t L;
+
+  template <int V>
+  __device__ __forceinline__ void apply(int64_t j) const {
+    using A = acc_t<T>;
+    const int64_t b = j / L, i2 = j + b * L;  // b*2L + k
+    A xu[V], hu[V], xr[V], hr[V], hv[V], ou[V], orh[V];
+    load<V>(gx, i2, xu);
+    load<V>(gh, i2, hu);
+    load<V>(gx, i2 + L, xr);
+    load<V>(gh, i2 + L, hr);
+    load<V>(h, j, hv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      ou[k] = sigmoid(xu[k] + hu[k]);
+      orh[k] = sigmoid(xr[k] + hr[k]) * hv[k];
+    }
+    store<V>(u, j, ou);
+    store<V>(rh, j, orh);
+  }
+};
+
+template <typename T>
+struct GatesBwdOp {
+  const T* u;  // the forward output (its sigmoid is not recomputed)
+  const T* gx;
+  const T* gh;
+  const T* h;
+  const T* grad_u;   // may be null
+  const T* grad_rh;  // may be null
+  T* grad_g;  // null when not requested
+  T* grad_h;  // null when not requested
+  int64_t L;
+
+  template <int V>
+  __device__ __forceinline__ void apply(int64_t j) const {
+    using A = acc_t<T>;
+    const int64_t b = j / L, i2 = j + b * L;
+    A du[V], dr[V], dh[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) du[k] = dr[k] = dh[k] = A(0);
+    if (grad_u != nullptr) {
+      A uv[V], gu[V];
+      load<V>(u, j, uv);
+      load<V>(grad_u, j, gu);
+#pragma unroll
+      for (int k = 0; k < V; ++k) du[k] = gu[k] * (uv[k] * (A(1) - uv[k]));
+    }
+    if (grad_rh != nullptr) {
+      A xr[V], hr[V], gr[V], hv[V];
+      load<V>(gx, i2 + L, xr);
+      load<V>(gh, i2 + L, hr);
+      load<V>(grad_rh, j, gr);
+      load<V>(h, j, hv);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A z = sigmoid(xr[k] + hr[k]);
+        dr[k] = gr[k] * hv[k] * (z * (A(1) - z));
+        dh[k] = gr[k] * z;
+      }
+    }
+    if (grad_g != nullptr) {
+      store<V>(grad_g, i2, du);
+      store<V>(grad_g, i2 + L, dr);
+    }
+    if (grad_h != nullptr) store<V>(grad_h, j, dh);
+  }
+};
+
+// ------------------------------------------------------------------ convgru_update
+template <typename T>
+struct UpdateFwdOp {
+  const T* cx;
+  const T* ch;
+  const T* u;
+  const T* h;
+  T* out;
+  bool standard;
+
+  template <int V>
+  __device__ __forceinline__ void apply(int64_t i) const {
+    using A = acc_t<T>;
+    A a[V], b[V], uv[V], hv[V], o[V];
+    load<V>(cx, i, a);
+    load<V>(ch, i, b);
+    load<V>(u, i, uv);
+    load<V>(h, i, hv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      A c = tanh_(a[k] + b[k]);
+      if (standard) c = uv[k] * c;
+      o[k] = (A(1) - uv[k]) * hv[k] + c;
+    }
+    store<V>(out, i, o);
+  }
+};
+
+template <typename T>
+struct UpdateBwdOp {
+  const T* cx;
+  const T* ch;
+  const T* u;
+  const T* h;
+  const T* grad;
+  T* grad_c;  // each grad_* null when not requested
+  T* grad_u;
+  T* grad_h;
+  bool standard;
+
+  template <int V>
+  __device__ __forceinline__ void apply(int64_t i) const {
+    using A = acc_t<T>;
+    A a[V], b[V], uv[V], hv[V], g[V], dc[V], du[V], dh[V];
+    load<V>(cx, i, a);
+    load<V>(ch, i, b);
+    load<V>(u, i, uv);
+    load<V>(h, i, hv);
+    load<V>(grad, i, g);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const A c = tanh_(a[k] + b[k]);
+      const A dtanh = A(1) - c * c;
+      dc[k] = standard ? g[k] * uv[k] * dtanh : g[k] * dtanh;
+      du[k] = standard ? g[k] * (c - hv[k]) : -(g[k] * hv[k]);
+      dh[k] = g[k] * (A(1) - uv[k]);
+    }
+    if (grad_c != nullptr) store<V>(grad_c, i, dc);
+    if (grad_u != nullptr) store<V>(grad_u, i, du);
+    if (grad_h != nullptr) store<V>(grad_h, i, dh);
   }
 };
 

@@ -27,14 +27,13 @@ template <typename T, int V>
 constexpr int64_t kMaxRow = static_cast<int64_t>(kMaxThreads) * V * kItems<T, V>;
 
 // ------------------------------------------------------------------ NCHW, row in registers
+// Loads the row x[0 .. hw) into registers (element (it * blockDim.x + threadIdx.x) * V + k in
+// xv[it][k]) and computes its mean and 1 / sqrt(biased variance + eps): two block reductions over
+// the registers, no cancellation. Shared by the forward and backward row kernels.
 template <typename T, int V, int ITEMS>
-__global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a) {
+__device__ __forceinline__ void load_row_stats(const T* __restrict__ x, int hw, double eps, acc_t<T> (&xv)[ITEMS][V],
+                                               Vals<acc_t<T>, 1>* scratch, acc_t<T>* mean, acc_t<T>* rstd) {
   using A = acc_t<T>;
-  __shared__ Vals<A, 1> scratch[32];
-  const int hw = static_cast<int>(a.hw);
-  const int64_t base = static_cast<int64_t>(blockIdx.x) * hw;
-  const T* __restrict__ x = static_cast<const T*>(a.h) + base;
-  A xv[ITEMS][V];
   Vals<A, 1> acc{{A(0)}};
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
@@ -45,7 +44,7 @@ __global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a)
       for (int k = 0; k < V; ++k) acc.v[0] += xv[it][k];
     }
   }
-  const A mean = block_sum(acc, scratch).v[0] / static_cast<A>(hw);
+  const A m = block_sum(acc, scratch).v[0] / static_cast<A>(hw);
   acc.v[0] = A(0);
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
@@ -53,12 +52,25 @@ __global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a)
     if (e < hw) {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const A d = xv[it][k] - mean;
+        const A d = xv[it][k] - m;
         acc.v[0] += d * d;
       }
     }
   }
-  const A rstd = A(1) / sqrt(block_sum(acc, scratch).v[0] / static_cast<A>(hw) + static_cast<A>(a.eps));
+  *mean = m;
+  *rstd = A(1) / sqrt(block_sum(acc, scratch).v[0] / static_cast<A>(hw) + static_cast<A>(eps));
+}
+
+template <typename T, int V, int ITEMS>
+__global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a) {
+  using A = acc_t<T>;
+  __shared__ Vals<A, 1> scratch[32];
+  const int hw = static_cast<int>(a.hw);
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * hw;
+  const T* __restrict__ x = static_cast<const T*>(a.h) + base;
+  A xv[ITEMS][V];
+  A mean, rstd;
+  load_row_stats<T, V, ITEMS>(x, hw, a.eps, xv, scratch, &mean, &rstd);
   const A bias = a.bias != nullptr ? Conv<T>::to(static_cast<const T*>(a.bias)[blockIdx.x]) : A(0);
   const T* __restrict__ gamma = static_cast<const T*>(a.gamma) + base;
   const T* __restrict__ beta = static_cast<const T*>(a.beta) + base;
@@ -80,6 +92,7 @@ __global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a)
 template <typename T, int V, int ITEMS>
 __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a) {
   using A = acc_t<T>;
+  __shared__ Vals<A, 1> stats_scratch[32];
   __shared__ Vals<A, 3> scratch[32];
   const int hw = static_cast<int>(a.hw);
   const A inv_n = A(1) / static_cast<A>(hw);
@@ -87,34 +100,12 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a)
   const T* __restrict__ x = static_cast<const T*>(a.h) + base;
   A xh[ITEMS][V];  // h, then the normalised h
   A gg[ITEMS][V];  // grad * (1 + gamma)
-  Vals<A, 3> acc{{A(0), A(0), A(0)}};
-#pragma unroll
-  for (int it = 0; it < ITEMS; ++it) {
-    const int e = (it * blockDim.x + threadIdx.x) * V;
-    if (e < hw) {
-      load<V>(x, e, xh[it]);
-#pragma unroll
-      for (int k = 0; k < V; ++k) acc.v[0] += xh[it][k];
-    }
-  }
-  const A mean = block_sum(acc, scratch).v[0] * inv_n;
-  acc.v[0] = A(0);
-#pragma unroll
-  for (int it = 0; it < ITEMS; ++it) {
-    const int e = (it * blockDim.x + threadIdx.x) * V;
-    if (e < hw) {
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const A d = xh[it][k] - mean;
-        acc.v[0] += d * d;
-      }
-    }
-  }
-  const A rstd = A(1) / sqrt(block_sum(acc, scratch).v[0] * inv_n + static_cast<A>(a.eps));
+  A mean, rstd;
+  load_row_stats<T, V, ITEMS>(x, hw, a.eps, xh, stats_scratch, &mean, &rstd);
   const T* __restrict__ gamma = static_cast<const T*>(a.gamma) + base;
   const T* __restrict__ grad = static_cast<const T*>(a.grad) + base;
   T* __restrict__ dgamma = static_cast<T*>(a.grad_gamma) + base;
-  acc.v[0] = A(0);
+  Vals<A, 3> acc{{A(0), A(0), A(0)}};
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
     const int e = (it * blockDim.x + threadIdx.x) * V;
@@ -366,17 +357,9 @@ cudaError_t launch_spade(const SpadeArgs& a, int64_t rows, bool channels_last, c
 
 template <bool BACKWARD>
 cudaError_t spade(DType dtype, const SpadeArgs& a, int64_t rows, bool channels_last, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::f32:
-      return launch_spade<float, BACKWARD>(a, rows, channels_last, stream);
-    case DType::f64:
-      return launch_spade<double, BACKWARD>(a, rows, channels_last, stream);
-    case DType::f16:
-      return launch_spade<__half, BACKWARD>(a, rows, channels_last, stream);
-    case DType::bf16:
-      return launch_spade<__nv_bfloat16, BACKWARD>(a, rows, channels_last, stream);
-  }
-  return cudaErrorInvalidValue;
+  return visit_dtype<__half, __nv_bfloat16>(dtype, [&](auto tag) {
+    return launch_spade<typename decltype(tag)::type, BACKWARD>(a, rows, channels_last, stream);
+  });
 }
 
 }  // namespace
