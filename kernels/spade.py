@@ -260,7 +260,7 @@ def spade_backward(go: Tensor, h: Tensor, gamma: Tensor, eps: float, output_mask
     fmt = output_format(h, gamma, go)
     need = [bool(m) for m in output_mask]
     grads = _backward(go.contiguous(), h.contiguous(), gamma.contiguous(), eps, *need)
-    grads = [t.contiguous(memory_format=fmt) if i < 2 else t for i, t in enumerate(grads)]
+    grads = [t.contiguous(memory_format=fmt) if i < 2 and t is not None else t for i, t in enumerate(grads)]
     return [t for t, needed in zip(grads, need) if needed]
 
 

@@ -1,0 +1,62 @@
+"""convgru_gates on every available backend: the harness tests (tests/op_harness.py) and its own."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from op_harness import (  # noqa: F401  (the harness tests run for this op)
+    generate_for, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
+    test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
+)
+
+from stdiff import ops
+
+OP = "convgru_gates"
+pytest_generate_tests = generate_for(OP)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9)))
+def test_reference_matches_naive_formula(shape):
+    n, f, height, width = shape
+    gx, gh = torch.randn(n, 2 * f, height, width), torch.randn(n, 2 * f, height, width)
+    h = torch.randn(shape)
+    u, rh = ops.convgru_gates(gx, gh, h, backend="reference")
+    z = 1 / (1 + torch.exp(-(gx + gh)))
+    torch.testing.assert_close(u, z[:, :f])
+    torch.testing.assert_close(rh, z[:, f:] * h)
+
+
+def test_channels_last_outputs_stay_channels_last(backend, device):
+    cl = torch.channels_last
+    gx, gh = (torch.randn(2, 16, 4, 4, device=device).contiguous(memory_format=cl) for _ in range(2))
+    h = torch.randn(2, 8, 4, 4, device=device).contiguous(memory_format=cl)
+    u, rh = ops.convgru_gates(gx, gh, h, backend=backend)
+    assert u.is_contiguous(memory_format=cl) and rh.is_contiguous(memory_format=cl)
+
+
+def test_triton_backward_uses_the_saved_u_and_computes_only_the_asked_gradients(monkeypatch):
+    """A counter hook on the Triton gates backward kernel: it reads the forward's u (no update-gate
+    sigmoid recomputed) and runs with NEED_G / NEED_H exactly as autograd asks."""
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("stdiff.kernels")
+    if not kernels.is_available()[0]:
+        pytest.skip(kernels.is_available()[1])
+    from stdiff.kernels import convgru
+
+    device = "cpu" if convgru.INTERPRET else "cuda"
+    launches = []
+    original = convgru._launch_gates
+    monkeypatch.setattr(convgru, "_launch_gates", lambda kernel, tuned, b, m, *args, **flags: (
+        launches.append((kernel, args, flags)), original(kernel, tuned, b, m, *args, **flags))[1])
+    for wanted, need in (("h", dict(NEED_G=False, NEED_H=True)), ("gx", dict(NEED_G=True, NEED_H=False))):
+        gx, gh = torch.randn(2, 6, 3, 4, device=device), torch.randn(2, 6, 3, 4, device=device)
+        h = torch.randn(2, 3, 3, 4, device=device)
+        {"h": h, "gx": gx}[wanted].requires_grad_(True)
+        launches.clear()
+        u, rh = ops.convgru_gates(gx, gh, h, backend="triton")
+        (u.sum() + rh.sum()).backward()
+        (_, fwd_args, _), (kernel, args, flags) = launches
+        assert kernel is convgru._gates_bwd_kernel and args[0].data_ptr() == u.data_ptr()
+        assert {k: flags[k] for k in need} == need and flags["HAS_DU"] and flags["HAS_DRH"]
