@@ -66,6 +66,8 @@ def shapes(draw, op: str) -> tuple[int, ...]:
     return draw(st.integers(1, 3)), draw(st.integers(1, 5 if h * w <= 4096 else 2)), h, w
 
 
+# tests that run on CUDA tensors only (none here without a GPU)
+GPU_ONLY = ("test_gpu_sizes",)
 # tests that also run on the reference backend (its own derivatives against finite differences)
 WITH_REFERENCE = ("test_gradcheck_float64", "test_double_backward")
 
@@ -80,7 +82,8 @@ def generate_for(op: str):
     def generate(metafunc) -> None:
         names = metafunc.fixturenames
         if "backend" in names and "dtype" in names:
-            combos = [(b, d, t) for b, d in KERNELS for t in dtypes(b)]
+            pairs = [t for t in KERNELS if t[1] == "cuda"] if metafunc.function.__name__ in GPU_ONLY else KERNELS
+            combos = [(b, d, t) for b, d in pairs for t in dtypes(b)]
             metafunc.parametrize("backend, device, dtype", combos,
                                  ids=[f"{b}-{d}-{str(t)[6:]}" for b, d, t in combos])
         elif "backend" in names:
@@ -146,6 +149,17 @@ def compare(op: str, variant: str, backend: str, device: str, shape, dtype: torc
 def test_matches_reference(op, variant, backend, device, dtype, data):
     """Odd shapes from hypothesis, every dtype: outputs and all input gradients by the accuracy rule."""
     compare(op, variant, backend, device, data.draw(shapes(op)), dtype, seed=data.draw(st.integers(0, 2**16)))
+
+
+#: (N, C, H, W): preset sites, odd sizes (scalar path), rows > 16384 (loop kernels), one-element rows
+GPU_SIZES = [(2, 256, 16, 16), (1, 128, 64, 64), (2, 3, 5, 7), (1, 5, 1, 1), (1, 2, 128, 128), (1, 3, 131, 129),
+             (3, 512, 4, 4), (2, 70, 9, 9)]
+
+
+@pytest.mark.parametrize("shape", GPU_SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_gpu_sizes(op, variant, backend, device, dtype, shape):
+    """Model-sized and edge shapes on the GPU (vectorised, scalar and loop kernels), every dtype."""
+    compare(op, variant, backend, device, shape, dtype)
 
 
 def _strided(t: torch.Tensor) -> torch.Tensor:
@@ -288,5 +302,9 @@ def test_opcheck(op, variant, backend, device):
                 requires_grad=True, generator=torch.Generator().manual_seed(4))
     args = [kw[name] for name in OPS[op].params]
     torch.library.opcheck(getattr(lib, op), tuple(args))
+    if CASES[op].per_row:  # channels_last inputs (a (N, C) bias stays as it is)
+        last = [a.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+                if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args]
+        torch.library.opcheck(getattr(lib, op), tuple(last))
     bwd_args = _backward_args(op, variant, device)
     torch.library.opcheck(getattr(lib, f"{op}_backward"), tuple(bwd_args) + ([True] * _mask_width(op),))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_harness import (  # noqa: F401  (the harness tests run for this op)
     generate_for, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
-    test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
+    test_gpu_sizes, test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
 )
 
 from stdiff import ops
@@ -60,3 +60,24 @@ def test_triton_backward_uses_the_saved_u_and_computes_only_the_asked_gradients(
         (_, fwd_args, _), (kernel, args, flags) = launches
         assert kernel is convgru._gates_bwd_kernel and args[0].data_ptr() == u.data_ptr()
         assert {k: flags[k] for k in need} == need and flags["HAS_DU"] and flags["HAS_DRH"]
+
+
+@pytest.mark.parametrize("absent", ["grad_u", "grad_rh"])
+def test_backward_op_with_an_absent_upstream_gradient(backend, device, absent):
+    """An output that got no gradient is passed as None (zero): every mask gives the reference formula's."""
+    from stdiff.ops.backward import convgru_gates_backward as formula
+
+    lib = torch.ops.stdiff_triton if backend == "triton" else torch.ops.stdiff
+    gen = torch.Generator().manual_seed(5)
+    r = lambda c: torch.randn(2, c, 3, 4, generator=gen).to(device)  # noqa: E731
+    gx, gh, h = r(6), r(6), r(3)
+    u = torch.sigmoid(gx[:, :3] + gh[:, :3])
+    grads = {"grad_u": r(3), "grad_rh": r(3)}
+    grads[absent] = None
+    for mask in ([True, True], [True, False], [False, True]):
+        args = (grads["grad_u"], grads["grad_rh"], u, gx, gh, h, mask)
+        got, want = lib.convgru_gates_backward(*args), formula(*args)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    torch.library.opcheck(lib.convgru_gates_backward, (grads["grad_u"], grads["grad_rh"], u, gx, gh, h, [True, True]))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_harness import (  # noqa: F401  (the harness tests run for this op)
     generate_for, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
-    test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
+    test_gpu_sizes, test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
 )
 
 from stdiff import ops
