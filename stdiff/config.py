@@ -17,6 +17,12 @@ SDE_GRIDS = ("exact", "torchsde")
 LOSS_WEIGHTINGS = ("none", "truncated_snr")
 #: Motion-encoder activations: the official ReLU, or a leaky ReLU (slope 0.2) whose units cannot die.
 MOTION_ACTIVATIONS = ("relu", "leaky_relu")
+#: How the frame generator learns the time gap between a target frame and its conditioning frame:
+#: "none" (official: gap-blind, SPADE on the motion state at the target time) or "scaled_motion"
+#: (SPADE on gap * motion state: the motion state acts as a velocity, the UNet sees the displacement
+#: since its conditioning frame; gap 0 is no motion). Gap-aware models condition in-between frames on
+#: the last frame of the integer grid (``STDiff.conditioning_sources``).
+GAP_CONDITIONINGS = ("none", "scaled_motion")
 
 
 @dataclass
@@ -76,6 +82,10 @@ class STDiffConfig:
     train_future_k: int = 6
     loss_weighting: str = "none"
     loss_weight_cap: float = 5.0
+    gap_conditioning: str = "none"
+    #: training only: probability that a target is replaced by its own conditioning frame (gap 0, the
+    #: identity as an anchor for the in-between gaps a model trained on integer frames never sees)
+    gap_zero_prob: float = 0.0
 
     @property
     def motion_channels(self) -> int:
@@ -95,6 +105,13 @@ class STDiffConfig:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if not isinstance(self.loss_weight_cap, (int, float)) or not self.loss_weight_cap >= 1:
             raise ValueError(f"loss_weight_cap must be a number >= 1, got {self.loss_weight_cap!r}")
+        if self.gap_conditioning not in GAP_CONDITIONINGS:
+            raise ValueError(f"gap_conditioning must be one of {GAP_CONDITIONINGS}, got {self.gap_conditioning!r}")
+        if isinstance(self.gap_zero_prob, bool) or not isinstance(self.gap_zero_prob, (int, float)) \
+                or not 0 <= self.gap_zero_prob < 1:
+            raise ValueError(f"gap_zero_prob must be a number in [0, 1), got {self.gap_zero_prob!r}")
+        if self.gap_zero_prob and self.gap_conditioning == "none":
+            raise ValueError("gap_zero_prob > 0 needs a gap-aware model (gap_conditioning != 'none')")
         if self.motion.activation not in MOTION_ACTIVATIONS:
             raise ValueError(f"motion.activation must be one of {MOTION_ACTIVATIONS}, got {self.motion.activation!r}")
         if self.sde.method not in SDE_METHODS:

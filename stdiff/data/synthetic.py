@@ -7,6 +7,10 @@ and the sum is clipped to [0, 1]; RGB clips give every digit its own random colo
 
 Every clip is a pure function of ``(seed, split, index)``: the same index always gives the
 same clip, in any process or DataLoader worker.
+
+Clips can be drawn at ``rate`` frames per motion step: between two steps a digit moves in a straight
+line from one step's position to the next and is drawn with sub-pixel (bilinear) weights, so a clip
+at 4x frame rate has real in-between frames, and its every ``rate``-th frame is the 1x clip.
 """
 from __future__ import annotations
 
@@ -78,6 +82,14 @@ def bounce_trajectory(
     return out
 
 
+def _positions_at(path: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Positions (len(times), 2) float64 at ``times`` on the piecewise-linear path through ``path`` (steps, 2)."""
+    step = np.minimum(np.floor(times).astype(np.int64), len(path) - 1)
+    nxt = np.minimum(step + 1, len(path) - 1)
+    frac = (times - step)[:, None]
+    return path[step] * (1 - frac) + path[nxt] * frac
+
+
 class MovingDigits(Dataset):
     """Bouncing digits from any digit bank; item ``i`` is a (T, C, H, W) float32 clip in [0, 1].
 
@@ -91,6 +103,8 @@ class MovingDigits(Dataset):
         seed: base seed; clip ``i`` uses the stream ``(seed, split, i)``.
         split_code: mixed into the stream so that train and test clips differ.
         max_speed: largest |velocity| component in pixels per frame.
+        rate: frames per motion step (frame f is at time f / rate); the frames at integer times are
+            the ``rate=1`` clip's, the others show the digits at their interpolated sub-pixel positions.
     """
 
     def __init__(
@@ -104,6 +118,7 @@ class MovingDigits(Dataset):
         seed: int = 0,
         split_code: int = 0,
         max_speed: int = 4,
+        rate: int = 1,
     ) -> None:
         if not isinstance(bank, np.ndarray) or bank.ndim != 3 or bank.shape[1] != bank.shape[2] or len(bank) == 0:
             got = getattr(bank, "shape", type(bank))
@@ -121,20 +136,28 @@ class MovingDigits(Dataset):
         self.seed = _check_int("seed", seed, 0)
         self.split_code = _check_int("split_code", split_code, 0)
         self.max_speed = _check_int("max_speed", max_speed, 1)
+        self.rate = _check_int("rate", rate, 1)
 
     def __len__(self) -> int:
         return self.num_videos
 
     def generate(self, index: int) -> np.ndarray:
-        """Clip ``index`` as a numpy array (T, C, H, W) float32 in [0, 1]."""
+        """Clip ``index`` as a numpy array (T, C, H, W) float32 in [0, 1] (frame f at time f / rate)."""
         size, d = self.image_size, self.bank.shape[1]
         canvas = np.zeros((self.num_frames, size, size, self.channels), dtype=np.float32)
         frames = np.arange(self.num_frames)[:, None, None]
         offsets = np.arange(d)
+        limit = size - d
         for digit, colour, path in self._digits(index):
-            rows = (path[:, 0, None] + offsets)[:, :, None]  # (T, d, 1)
-            cols = (path[:, 1, None] + offsets)[:, None, :]  # (T, 1, d)
-            canvas[frames, rows, cols] += digit[None, :, :, None] * colour
+            position = _positions_at(path, np.arange(self.num_frames) / self.rate)  # (T, 2) float
+            base = np.floor(position).astype(np.int64)
+            frac = (position - base).astype(np.float32)
+            for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                weight = (frac[:, 0] if dy else 1 - frac[:, 0]) * (frac[:, 1] if dx else 1 - frac[:, 1])
+                top = np.minimum(base + (dy, dx), limit)  # a zero weight may point one pixel past the wall
+                rows = (top[:, 0, None] + offsets)[:, :, None]  # (T, d, 1)
+                cols = (top[:, 1, None] + offsets)[:, None, :]  # (T, 1, d)
+                canvas[frames, rows, cols] += weight[:, None, None, None] * digit[None, :, :, None] * colour
         np.clip(canvas, 0.0, 1.0, out=canvas)
         return np.ascontiguousarray(canvas.transpose(0, 3, 1, 2))
 
@@ -147,10 +170,16 @@ class MovingDigits(Dataset):
         for _ in range(int(rng.integers(self.num_digits[0], self.num_digits[1] + 1))):
             digit = self.bank[int(rng.integers(len(self.bank)))].astype(np.float32)
             colour = np.ones(1, np.float32) if self.channels == 1 else rng.uniform(0.2, 1.0, 3).astype(np.float32)
-            yield digit, colour / colour.max(), bounce_trajectory(rng, self.num_frames, limit, self.max_speed, hits)
+            yield digit, colour / colour.max(), bounce_trajectory(rng, self.num_steps, limit, self.max_speed, hits)
+
+    @property
+    def num_steps(self) -> int:
+        """Motion steps a clip spans: its frames lie at times 0 .. (num_frames - 1) / rate."""
+        return -(-(self.num_frames - 1) // self.rate) + 1
 
     def wall_hits(self, index: int) -> list[int]:
-        """Sorted frame indices of clip ``index`` drawn just after a digit hit a wall (a new random velocity)."""
+        """Sorted motion steps (integer times) of clip ``index`` drawn just after a digit hit a wall
+        (a new random velocity)."""
         hits: list[int] = []
         for _ in self._digits(index, hits):
             pass
@@ -167,7 +196,8 @@ class SyntheticMovingDigits(MovingDigits):
     Train clips draw from the first 1,437 digit images, test clips from the other 360, and
     the two splits use different random streams. Defaults scale with the canvas: digit box
     ``round(7/16 * image_size)`` (28 px on 64x64, 14 px on 32x32) and speed up to
-    ``round(image_size / 16)`` px/frame (4 on 64x64, as in SM-MNIST; 2 on 32x32).
+    ``round(image_size / 16)`` px/frame (4 on 64x64, as in SM-MNIST; 2 on 32x32). ``rate``: frames
+    per motion step (see :class:`MovingDigits`).
 
     Returns (T, C, H, W) float32 tensors in [0, 1], T = ``num_frames``.
     """
@@ -183,6 +213,7 @@ class SyntheticMovingDigits(MovingDigits):
         split: str = "train",
         digit_size: int | None = None,
         max_speed: int | None = None,
+        rate: int = 1,
     ) -> None:
         if split not in _SPLIT_CODES:
             raise ValueError(f"split must be one of {tuple(_SPLIT_CODES)}, got {split!r}")
@@ -191,6 +222,6 @@ class SyntheticMovingDigits(MovingDigits):
         max_speed = max(1, round(size / 16)) if max_speed is None else max_speed
         super().__init__(
             sklearn_digits(digit_size, split), num_videos, num_frames, size, channels,
-            num_digits, seed, _SPLIT_CODES[split], max_speed,
+            num_digits, seed, _SPLIT_CODES[split], max_speed, rate,
         )
         self.split = split

@@ -1,6 +1,7 @@
 """The STDiff model: motion encoder + Conv-GRU + motion SDE + SPADE diffusion UNet."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -75,6 +76,50 @@ class STDiff(nn.Module):
         """Motion states at ``times`` (T, N, F, h, w) from the state ``m`` at time t0 (see MotionSDE.solve)."""
         return self.sde.solve(m, t0, times, **solve_kwargs)
 
+    # ---- conditioning on the time gap -----------------------------------------------------------
+    @property
+    def gap_aware(self) -> bool:
+        """Whether the frame generator is told the time gap to its conditioning frame."""
+        return self.config.gap_conditioning != "none"
+
+    def frame_condition(self, motion: Tensor, gap: Tensor) -> Tensor:
+        """The UNet's SPADE input for frames ``gap`` (B,) frame units after their conditioning frames:
+        motion (B, F, h, w) -> (B, F, h, w). Gap-blind (official): the motion itself; ``scaled_motion``:
+        gap * motion (the displacement of a velocity-like state; gap 0 is no motion)."""
+        if not self.gap_aware:
+            return motion
+        return motion * gap.to(motion.device, motion.dtype).view(-1, 1, 1, 1)
+
+    def conditioning_sources(self, t0: float, times: Sequence[float]) -> list[int]:
+        """Which frame conditions each frame at ``times`` (increasing, > t0): -1 for the context's last
+        frame (at t0), j for the j-th frame generated before it.
+
+        Gap-blind models chain every frame to the one before (the official algorithm). Gap-aware models
+        condition a frame on the last frame of the integer grid t0 + k when that is at most one frame
+        interval back (so a 4x chain's in-between frames hang off the 1x chain, whose frames equal a 1x
+        prediction's), else on the frame before it.
+        """
+        if not self.gap_aware:
+            return list(range(-1, len(times) - 1))
+        sources, anchor, anchor_time = [], -1, float(t0)
+        for i, t in enumerate(times):
+            sources.append(anchor if t - anchor_time <= 1 + 1e-6 else i - 1)
+            offset = float(t) - float(t0)
+            if abs(offset - round(offset)) <= 1e-6:
+                anchor, anchor_time = i, float(t)
+        return sources
+
+    def noise_times(self, t0: float, times: Sequence[float]) -> list[float]:
+        """The time whose diffusion noise each frame at ``times`` draws (see ``denoise_frames``).
+
+        Gap-blind models: each frame its own. Gap-aware models: a frame between two grid times shares
+        the noise of the grid frame that ends its interval (t0 + ceil(t - t0)), so the in-between frames
+        of an interval are one smooth function of their gap and end on that grid frame.
+        """
+        if not self.gap_aware:
+            return [float(t) for t in times]
+        return [float(t0) + math.ceil(float(t) - float(t0) - 1e-6) for t in times]
+
     # ---- diffusion ----------------------------------------------------------------------------
     def denoise(self, x_t: Tensor, timestep: Tensor | int, prev_frame: Tensor,
                 motion: Tensor | None = None, spade=None) -> Tensor:
@@ -89,8 +134,10 @@ class STDiff(nn.Module):
         observed: (N, To, C, H, W), future: (N, Tp, C, H, W), both in [-1, 1]. Draws a sorted random
         subset of k future integer times (frame j of ``future`` is at time To + j); each target is
         conditioned on the ground truth at the previously selected time (the last observed frame for
-        the first), with its own noise and diffusion step. The motion path (encoder, Conv-GRU, SDE
-        state and increments) runs in float32 even under autocast: bf16 steps lose a small drift.
+        the first), with its own noise and diffusion step. A gap-aware model (``gap_conditioning``)
+        sees each target's time gap, and with probability ``gap_zero_prob`` a target is replaced by
+        its conditioning frame at gap 0. The motion path (encoder, Conv-GRU, SDE state and
+        increments) runs in float32 even under autocast: bf16 steps lose a small drift.
         """
         n, to = observed.shape[:2]
         tp = future.shape[1]
@@ -102,6 +149,12 @@ class STDiff(nn.Module):
         prev_idx = [None] + selected[:-1]
         targets = future[:, selected]                                           # (N, k, C, H, W)
         prevs = torch.stack([observed[:, -1] if j is None else future[:, j] for j in prev_idx], 1)
+        gaps = torch.tensor([j - (-1 if p is None else p) for j, p in zip(selected, prev_idx)],
+                            dtype=torch.float32).repeat(n, 1)                   # (N, k)
+        if self.config.gap_zero_prob > 0:
+            anchor = torch.rand((n, k), generator=generator, device=device).cpu() < self.config.gap_zero_prob
+            targets = torch.where(anchor.to(targets.device)[..., None, None, None], prevs, targets)
+            gaps = gaps.masked_fill(anchor, 0.0)
         with torch.autocast(observed.device.type, enabled=False):  # the motion path stays fp32 under --bf16
             m = self.encode_context(observed.float())
             motion = self.future_motion(m, to - 1, [to + j for j in selected], generator=generator)
@@ -111,7 +164,8 @@ class STDiff(nn.Module):
         steps = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=generator,
                               device=device).to(x0.device)
         x_t = self.schedule.add_noise(x0, noise, steps)
-        eps = self.denoise(x_t, steps, prevs.flatten(0, 1), motion=motion)
+        condition = self.frame_condition(motion, gaps.flatten().to(motion.device))
+        eps = self.denoise(x_t, steps, prevs.flatten(0, 1), motion=condition)
         if self.config.loss_weighting == "none":
             return F.l1_loss(eps, noise)
         weights = self.loss_weights().to(eps.device)[steps]
@@ -139,6 +193,8 @@ class STDiff(nn.Module):
         context: (N, L, C, H, W) in [-1, 1], its last frame at ``t0`` (default L - 1) conditions the
         first frame; motion_state: the Conv-GRU state (N, F, h, w) at t0 (None: encode ``context``);
         noise: N * num_samples rows (video-major), feeding the SDE (``noise=``) and the diffusion.
+        Each frame is conditioned on the frame :meth:`conditioning_sources` names, through
+        :meth:`frame_condition` of its motion and time gap.
         Returns frames (N, S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
         """
         n = context.shape[0]
@@ -150,7 +206,12 @@ class STDiff(nn.Module):
         m = m.repeat_interleave(num_samples, dim=0)
         motion = self.future_motion(m, t0, times, noise=noise)                 # (T, N*S, F, h, w)
         prev = context[:, -1].repeat_interleave(num_samples, dim=0)
-        frames = denoise_frames(denoiser, scheduler, motion, prev, noise, times, on_frame)
+        sources = self.conditioning_sources(t0, times)
+        gaps = [float(t) - (t0 if j < 0 else float(times[j])) for t, j in zip(times, sources)]
+        condition = torch.stack([self.frame_condition(motion[i], motion.new_full((rows,), g))
+                                 for i, g in enumerate(gaps)]) if self.gap_aware else motion
+        frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, on_frame, sources,
+                                self.noise_times(t0, times))
         return frames.unflatten(0, (n, num_samples)), motion
 
     @torch.no_grad()

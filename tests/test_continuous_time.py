@@ -1,0 +1,139 @@
+"""Continuous time: in-between ground truth, the gap-aware conditioning plan, and its training pairs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stdiff.config import preset
+from stdiff.data.synthetic import SyntheticMovingDigits
+from stdiff.models import STDiff
+from stdiff.noise import NoiseStreams
+from stdiff.sampling import denoise_frames, make_sampler
+
+
+@pytest.mark.parametrize("rate", [2, 4])
+def test_inbetween_ground_truth_equals_the_clip_at_integer_times(rate):
+    base = SyntheticMovingDigits(num_videos=40, num_frames=7, image_size=32, split="test")
+    fine = SyntheticMovingDigits(num_videos=40, num_frames=6 * rate + 1, image_size=32, split="test", rate=rate)
+    for i in range(40):
+        assert np.array_equal(fine.generate(i)[::rate], base.generate(i))
+
+
+def test_inbetween_frames_move_the_digit_part_of_the_way():
+    """One digit, no wall hit: the frame at t + 1/2 is the digit at the mid position (bilinear weights)."""
+    data = SyntheticMovingDigits(num_videos=200, num_frames=5, image_size=32, num_digits=1, split="test", rate=2)
+    for i in range(200):
+        if data.wall_hits(i) or len(list(data._digits(i))) != 1:
+            continue
+        (digit, _, path), = data._digits(i)
+        clip = data.generate(i)
+        mid = (path[0] + path[1]) / 2
+        ys, xs = np.nonzero(clip[1, 0] > 0)
+        mass = clip[1, 0][ys, xs]
+        centre = np.array([(ys * mass).sum(), (xs * mass).sum()]) / mass.sum()
+        dy, dx = np.nonzero(digit > 0)
+        own = np.array([(dy * digit[dy, dx]).sum(), (dx * digit[dy, dx]).sum()]) / digit[dy, dx].sum()
+        np.testing.assert_allclose(centre, mid + own, atol=0.02)
+        assert not np.array_equal(clip[1], clip[0]) and not np.array_equal(clip[1], clip[2])
+        return
+    pytest.fail("no clip with one digit and no wall hit")
+
+
+def _gap_aware(**kw) -> STDiff:
+    cfg = preset("tiny", gap_conditioning="scaled_motion", **kw)
+    return STDiff(cfg).eval()
+
+
+def test_conditioning_sources():
+    blind, aware = STDiff(preset("tiny")), _gap_aware()
+    times = [3.25, 3.5, 3.75, 4.0, 4.25, 4.5, 4.75, 5.0]
+    assert blind.conditioning_sources(3, times) == [-1, 0, 1, 2, 3, 4, 5, 6]
+    assert aware.conditioning_sources(3, times) == [-1, -1, -1, -1, 3, 3, 3, 3]
+    assert aware.conditioning_sources(3, [4, 5, 6]) == [-1, 0, 1]
+    # no grid frame within one interval: chain to the frame before
+    assert aware.conditioning_sources(3, [4.5, 5.5, 6]) == [-1, 0, 1]
+    assert aware.conditioning_sources(2.5, [3, 3.5, 4]) == [-1, -1, 1]
+
+
+def test_frame_condition_scales_the_motion_by_the_gap():
+    model = _gap_aware()
+    m = torch.randn(3, model.config.motion_channels, 8, 8)
+    out = model.frame_condition(m, torch.tensor([0.0, 0.25, 2.0]))
+    torch.testing.assert_close(out, m * torch.tensor([0.0, 0.25, 2.0]).view(3, 1, 1, 1))
+    assert STDiff(preset("tiny")).frame_condition(m, torch.zeros(3)) is m
+
+
+def test_gap_aware_4x_chain_equals_the_1x_chain_at_integer_times():
+    torch.manual_seed(0)
+    model = _gap_aware()
+    context = torch.rand(2, 4, 1, 32, 32) * 2 - 1
+    fine = [3 + j / 4 for j in range(1, 9)]
+    out1 = model.sample(context, [4.0, 5.0], sampler="ddim", steps=3, noise=NoiseStreams.for_videos(5, 2, 1))
+    out4 = model.sample(context, fine, sampler="ddim", steps=3, noise=NoiseStreams.for_videos(5, 2, 1))
+    torch.testing.assert_close(out4[:, :, [3, 7]], out1, atol=1e-5, rtol=0)
+
+
+def test_denoise_frames_refuses_bad_sources():
+    noise = NoiseStreams.for_videos(0, 1, 1)
+    with pytest.raises(ValueError, match="sources"):
+        denoise_frames(None, make_sampler("ddim", 2), torch.zeros(2, 1, 4, 2, 2), torch.zeros(1, 1, 8, 8), noise,
+                       [1.0, 2.0], sources=[-1, 1])
+
+
+def test_gap_zero_training_pairs_need_a_gap_aware_model():
+    with pytest.raises(ValueError, match="gap_zero_prob"):
+        preset("tiny", gap_zero_prob=0.2)
+    with pytest.raises(ValueError, match="gap_conditioning"):
+        preset("tiny", gap_conditioning="sideways")
+    model = _gap_aware(gap_zero_prob=0.5).train()
+    clip = torch.rand(2, 7, 1, 32, 32) * 2 - 1
+    loss = model.training_loss(clip[:, :4], clip[:, 4:], generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+# ---- the stride protocol ------------------------------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+from stdiff.inbetween import blend_in_time, centroid_path_length, score_clips, stride_times  # noqa: E402
+
+
+def test_blend_in_time_interpolates_between_grid_frames():
+    start = torch.zeros(1, 1, 2, 2)
+    grid = torch.stack([torch.full((1, 2, 2), 4.0), torch.full((1, 2, 2), 8.0)])[None]  # (1, 2, C, H, W)
+    out = blend_in_time(start, grid, 4)
+    assert out.shape == (1, 8, 1, 2, 2)
+    torch.testing.assert_close(out[0, :, 0, 0, 0], torch.tensor([1.0, 2, 3, 4, 5, 6, 7, 8]))
+    assert stride_times(3, 2, 4) == [3.25, 3.5, 3.75, 4.0, 4.25, 4.5, 4.75, 5.0]
+
+
+def test_centroid_path_length_follows_a_moving_square():
+    frames = torch.zeros(4, 1, 16, 16)
+    for t in range(4):
+        frames[t, 0, 5:8, 2 + 2 * t:5 + 2 * t] = 1
+    torch.testing.assert_close(centroid_path_length(frames), torch.tensor(6.0))
+    assert centroid_path_length(frames[:1].expand(3, -1, -1, -1)).item() == 0
+
+
+class _TimeCodedPredictor:
+    """Returns, for each asked time t, a frame of constant value t / 10 (the clips' time code)."""
+
+    def predict(self, observed, times, num_samples, **_):
+        n = observed.shape[0]
+        frames = torch.stack([torch.full(observed.shape[2:], t / 10) for t in times])
+        return SimpleNamespace(frames=frames[None, None].expand(n, num_samples, -1, -1, -1, -1))
+
+
+def test_stride_protocol_scores_the_right_frames():
+    stride, to, horizon = 4, 3, 2
+    length = (to - 1) * stride + 1 + horizon * stride
+    clip = torch.stack([torch.full((1, 12, 12), f / stride / 10) for f in range(length)])
+    scores = score_clips(_TimeCodedPredictor(), clip[None].repeat(3, 1, 1, 1, 1), to, stride, horizon,
+                         num_samples=2, sampler="ddim", steps=2, seed=0)
+    summary = scores.summary()
+    assert summary["model"]["psnr_on_grid"] > 75 and summary["model"]["psnr_between"] > 75
+    assert summary["blend"]["psnr_between"] > 75  # a linear ramp is its own linear blend
+    assert summary["copy_last"]["psnr_on_grid"] < 40
+    assert scores.on_grid().tolist() == [False, False, False, True] * 2
+    assert [r["time"] for r in scores.per_frame()] == stride_times(2, 2, 4)
