@@ -11,6 +11,7 @@ CUDA tensors. ``STDIFF_REQUIRE_EXT=1`` (CI) turns a missing C++ extension into a
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 
@@ -98,6 +99,26 @@ def generate_for(op: str):
 
 
 # ------------------------------------------------------------------ harness
+def record_triton_launches(monkeypatch, module_name: str, launcher: str):
+    """A counter hook on the launcher ``launcher`` of ``stdiff.kernels.<module_name>``: returns
+    (module, device, launches); every launch appends (kernel, positional args, constexpr flags).
+    Skips when the Triton backend cannot run here."""
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("stdiff.kernels")
+    if not kernels.is_available()[0]:
+        pytest.skip(kernels.is_available()[1])
+    module = importlib.import_module(f"stdiff.kernels.{module_name}")
+    launches: list = []
+    original = getattr(module, launcher)
+
+    def hook(kernel, *args, **flags):
+        launches.append((kernel, args, flags))
+        return original(kernel, *args, **flags)
+
+    monkeypatch.setattr(module, launcher, hook)
+    return module, "cpu" if module.INTERPRET else "cuda", launches
+
+
 def on(backend: str, op: str):
     """The public ``stdiff.ops.<op>`` on a fixed backend."""
     fn = getattr(ops, op)

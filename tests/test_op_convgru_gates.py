@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_harness import (  # noqa: F401  (the harness tests run for this op)
-    generate_for, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
+    generate_for, record_triton_launches, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
     test_gpu_sizes, test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
 )
 
@@ -39,17 +39,7 @@ def test_channels_last_outputs_stay_channels_last(backend, device):
 def test_triton_backward_uses_the_saved_u_and_computes_only_the_asked_gradients(monkeypatch):
     """A counter hook on the Triton gates backward kernel: it reads the forward's u (no update-gate
     sigmoid recomputed) and runs with NEED_G / NEED_H exactly as autograd asks."""
-    pytest.importorskip("triton")
-    kernels = pytest.importorskip("stdiff.kernels")
-    if not kernels.is_available()[0]:
-        pytest.skip(kernels.is_available()[1])
-    from stdiff.kernels import convgru
-
-    device = "cpu" if convgru.INTERPRET else "cuda"
-    launches = []
-    original = convgru._launch_gates
-    monkeypatch.setattr(convgru, "_launch_gates", lambda kernel, tuned, b, m, *args, **flags: (
-        launches.append((kernel, args, flags)), original(kernel, tuned, b, m, *args, **flags))[1])
+    convgru, device, launches = record_triton_launches(monkeypatch, "convgru", "_launch_gates")
     for wanted, need in (("h", dict(NEED_G=False, NEED_H=True)), ("gx", dict(NEED_G=True, NEED_H=False))):
         gx, gh = torch.randn(2, 6, 3, 4, device=device), torch.randn(2, 6, 3, 4, device=device)
         h = torch.randn(2, 3, 3, 4, device=device)
@@ -57,8 +47,8 @@ def test_triton_backward_uses_the_saved_u_and_computes_only_the_asked_gradients(
         launches.clear()
         u, rh = ops.convgru_gates(gx, gh, h, backend="triton")
         (u.sum() + rh.sum()).backward()
-        (_, fwd_args, _), (kernel, args, flags) = launches
-        assert kernel is convgru._gates_bwd_kernel and args[0].data_ptr() == u.data_ptr()
+        _, (kernel, args, flags) = launches
+        assert kernel is convgru._gates_bwd_kernel and args[3].data_ptr() == u.data_ptr()  # (tuned, B, M, u, ...)
         assert {k: flags[k] for k in need} == need and flags["HAS_DU"] and flags["HAS_DRH"]
 
 

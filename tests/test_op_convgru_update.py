@@ -1,12 +1,11 @@
 """convgru_update on every available backend: the harness tests (tests/op_harness.py) and its own."""
 from __future__ import annotations
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_harness import (  # noqa: F401  (the harness tests run for this op)
-    generate_for, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
+    generate_for, record_triton_launches, test_backward_op_computes_only_the_asked_gradients, test_double_backward, test_empty_tensors,
     test_gpu_sizes, test_gradcheck_float64, test_matches_reference, test_non_contiguous_inputs, test_opcheck,
 )
 
@@ -29,22 +28,12 @@ def test_reference_matches_naive_formula(shape, standard):
 
 def test_triton_backward_computes_only_the_asked_gradients(monkeypatch):
     """A counter hook on the Triton update backward kernel: NEED_C / NEED_U / NEED_H follow autograd."""
-    pytest.importorskip("triton")
-    kernels = pytest.importorskip("stdiff.kernels")
-    if not kernels.is_available()[0]:
-        pytest.skip(kernels.is_available()[1])
-    from stdiff.kernels import convgru
-
-    device = "cpu" if convgru.INTERPRET else "cuda"
-    launches = []
-    original = convgru.launch_flat
-    monkeypatch.setattr(convgru, "launch_flat", lambda kernel, *args, **flags: (
-        launches.append((kernel, flags)), original(kernel, *args, **flags))[1])
+    convgru, device, launches = record_triton_launches(monkeypatch, "convgru", "launch_flat")
     for wanted, need in (("cx", (True, False, False)), ("u", (False, True, False)), ("h", (False, False, True))):
         tensors = {name: torch.randn(2, 3, 3, 4, device=device) for name in ("cx", "ch", "u", "h")}
         tensors[wanted].requires_grad_(True)
         launches.clear()
         ops.convgru_update(**tensors, backend="triton").sum().backward()
-        kernel, flags = launches[-1]
+        kernel, _, flags = launches[-1]
         assert kernel is convgru._update_bwd_kernel
         assert (flags["NEED_C"], flags["NEED_U"], flags["NEED_H"]) == need

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_harness import (  # noqa: F401  (the harness tests run for this op)
-    KERNELS, SPATIAL, compare, generate_for, test_backward_op_computes_only_the_asked_gradients,
+    KERNELS, SPATIAL, compare, generate_for, record_triton_launches, test_backward_op_computes_only_the_asked_gradients,
     test_double_backward, test_empty_tensors, test_gpu_sizes, test_gradcheck_float64, test_matches_reference,
     test_non_contiguous_inputs, test_opcheck,
 )
@@ -65,3 +65,23 @@ def test_triton_split_rows(shape, variant, chunk):
         patch.setattr(spade, "SINGLE_PASS_MAX_HW", 1)
         patch.setattr(spade, "SPLIT_CHUNK", chunk)
         compare(OP, variant, "triton", device, shape, torch.float32)
+
+
+def test_triton_forward_keeps_no_statistics_and_backward_computes_only_the_asked(monkeypatch):
+    """A counter hook on the Triton SPADE launches: the forward kernel writes the output alone (no
+    mean/rstd buffers among its arguments), the backward runs with NEED_* exactly as autograd asks."""
+    spade, device, launches = record_triton_launches(monkeypatch, "spade", "_launch_rows")
+    h, gamma, beta = (torch.randn(2, 3, 4, 5, device=device) for _ in range(3))
+    bias = torch.randn(2, 3, device=device)
+    out = ops.spade_norm(h, gamma, beta, bias, backend="triton")
+    ((kernel, args, _),) = launches
+    tensors = [a for a in args[3:] if isinstance(a, torch.Tensor)]  # after (tuned, R, HW): h, gamma, beta, bias, out
+    assert kernel is spade._spade_fwd_rows_kernel and len(tensors) == 5 and tensors[-1].data_ptr() == out.data_ptr()
+    for wanted, need in (("h", (True, False, False)), ("gamma", (False, True, False)), ("bias", (False, False, True))):
+        leaves = {"h": h.clone(), "gamma": gamma.clone(), "beta": beta, "bias": bias.clone()}
+        leaves[wanted].requires_grad_(True)
+        launches.clear()
+        ops.spade_norm(**leaves, backend="triton").sum().backward()
+        (_, (kernel, _, flags)) = launches
+        assert kernel is spade._spade_bwd_rows_kernel
+        assert (flags["NEED_H"], flags["NEED_GAMMA"], flags["NEED_BIAS"]) == need
