@@ -142,6 +142,22 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a)
 }
 
 // ------------------------------------------------------------------ NCHW, long rows
+// One element's share of the backward sums of a row (d(xhat) = dy (1 + gamma), d(xhat) * xhat, dy),
+// added to acc, and its d(gamma) written to *dgamma unless it is null. Shared by the loop and NHWC
+// backward kernels.
+template <typename T>
+__device__ __forceinline__ void add_grad_terms(T dy_t, T x_t, T gamma_t, acc_t<T> mean, acc_t<T> rstd,
+                                               Vals<acc_t<T>, 3>& acc, T* __restrict__ dgamma) {
+  using A = acc_t<T>;
+  const A dy = Conv<T>::to(dy_t);
+  const A xh = (Conv<T>::to(x_t) - mean) * rstd;
+  const A g = dy * (A(1) + Conv<T>::to(gamma_t));
+  acc.v[0] += g;
+  acc.v[1] += g * xh;
+  acc.v[2] += dy;
+  if (dgamma != nullptr) *dgamma = Conv<T>::from(dy * xh);
+}
+
 // Mean and rstd of x[0 .. n) with `stride` between elements (shifted sums, shift = x[0]),
 // accumulated by the threads `t0, t0 + tstep, ...` and combined by the caller.
 template <typename T>
@@ -204,15 +220,8 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_loop(const SpadeArgs a)
     finish_stats(x, Vals<A, 2>{{s3.v[0], s3.v[1]}}, hw, a.eps, &mean, &rstd);
   }
   Vals<A, 3> acc{{A(0), A(0), A(0)}};
-  for (int64_t e = threadIdx.x; e < hw; e += blockDim.x) {
-    const A dy = Conv<T>::to(grad[e]);
-    const A xh = (Conv<T>::to(x[e]) - mean) * rstd;
-    const A g = dy * (A(1) + Conv<T>::to(gamma[e]));
-    acc.v[0] += g;
-    acc.v[1] += g * xh;
-    acc.v[2] += dy;
-    if (a.grad_gamma != nullptr) dgamma[e] = Conv<T>::from(dy * xh);
-  }
+  for (int64_t e = threadIdx.x; e < hw; e += blockDim.x)
+    add_grad_terms(grad[e], x[e], gamma[e], mean, rstd, acc, a.grad_gamma != nullptr ? dgamma + e : nullptr);
   const Vals<A, 3> sums = block_sum(acc, scratch);
   const A m_g = sums.v[0] * inv_n, m_gx = sums.v[1] * inv_n;
   for (int64_t e = threadIdx.x; a.grad_h != nullptr && e < hw; e += blockDim.x) {
@@ -296,13 +305,7 @@ __global__ void __launch_bounds__(32 * kTileRows) spade_bwd_nhwc(const SpadeArgs
   if (active) {
     for (int64_t p = threadIdx.y; p < hw; p += kTileRows) {
       const int64_t e = p * C;
-      const A dy = Conv<T>::to(grad[e]);
-      const A xh = (Conv<T>::to(x[e]) - mean) * rstd;
-      const A g = dy * (A(1) + Conv<T>::to(gamma[e]));
-      acc.v[0] += g;
-      acc.v[1] += g * xh;
-      acc.v[2] += dy;
-      if (a.grad_gamma != nullptr) dgamma[e] = Conv<T>::from(dy * xh);
+      add_grad_terms(grad[e], x[e], gamma[e], mean, rstd, acc, a.grad_gamma != nullptr ? dgamma + e : nullptr);
     }
   }
   const Vals<A, 3> sums = column_sum(acc, scratch);
