@@ -7,7 +7,8 @@ LR schedule, EMA) with its own batch stream (the synthetic clips generated on th
 optimizer step at a time, so a shared machine's load hits them alike. Levers: ``channels_last``
 (model weights in channels_last), ``bf16`` (autocast), ``bf16_channels_last`` (both), ``batch16`` (16 clips per step instead of 8),
 ``compile`` (``torch.compile`` of the loss module; its compile time is reported separately),
-``no_data`` (clips made beforehand: the data pipeline's share of a step).
+``no_data`` (clips made beforehand: the data pipeline's share of a step), ``no_onednn``
+(convolutions without oneDNN: PyTorch's own im2col + GEMM kernels).
 
 Writes ``train_levers.csv`` (median/p20/p80 ms per step, ms per clip, ratio of ms per clip to the
 baseline, compile seconds) to ``--out`` (default ``benchmarks/results/<device-slug>``).
@@ -37,7 +38,7 @@ from stdiff.training.stream import batch_stream
 COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per_clip", "ratio_to_baseline",
                             "compile_s")
 CURVE_COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", "step", "clips_seen", "loss", "grad_norm")
-LEVERS = ("baseline", "channels_last", "bf16", "bf16_channels_last", "batch16", "compile", "no_data")
+LEVERS = ("baseline", "channels_last", "bf16", "bf16_channels_last", "batch16", "compile", "no_data", "no_onednn")
 
 
 def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, float]:
@@ -59,6 +60,11 @@ def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, flo
         begin = time.perf_counter()
         trainer.train_step(net, batches)  # the first call compiles
         compile_s = time.perf_counter() - begin
+    if lever == "no_onednn":
+        def step():
+            with torch.backends.mkldnn.flags(enabled=False):
+                return trainer.train_step(net, batches)
+        return step, cfg.batch_size, compile_s
     return (lambda: trainer.train_step(net, batches)), cfg.batch_size, compile_s
 
 
