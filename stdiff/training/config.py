@@ -55,7 +55,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # or "cosine_with_restarts" (official), see stdiff.training.schedule
     lr_cycles: int = 2  # half cosines of cosine_with_restarts (the official num_cycles)
     grad_clip: float = 1.0
-    bf16: bool = False
+    #: bfloat16 autocast: true, false, or "auto" (only where the device computes bfloat16 natively, see stdiff.dtypes)
+    bf16: bool | str = False
     # EMA (diffusers-style warm-up: decay = 1 - (1 + step / inv_gamma) ** -power, capped)
     ema_max_decay: float = 0.9999
     ema_power: float = 0.75
@@ -128,9 +129,11 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not _is_number(self.ema_max_decay) or not 0.0 <= self.ema_max_decay < 1.0:
             raise ValueError(f"ema_max_decay must be a number in [0, 1), got {self.ema_max_decay!r}")
-        for name in ("bf16", "resume"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.resume, bool):
+            raise ValueError(f"resume must be true or false, got {self.resume!r}")
+        if not isinstance(self.bf16, bool) and self.bf16 != "auto":
+            raise ValueError(f"bf16 must be true or false, got {self.bf16!r} (or 'auto': bfloat16 autocast where "
+                             "the device computes bfloat16 natively)")
         if self.data_root is not None and not isinstance(self.data_root, str):
             raise ValueError(f"data_root must be a folder path or null, got {self.data_root!r}")
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()

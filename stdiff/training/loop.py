@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import save_pretrained
+from ..dtypes import auto_dtype
 from ..fileio import atomic_write_text, check_output_dir
 from ..models import STDiff
 from .config import TrainConfig
@@ -123,6 +124,8 @@ class _Trainer:
         self.scheduler = make_schedule(cfg.lr_schedule, self.optimizer, cfg.warmup(), cfg.steps, cfg.lr_cycles)
         self.generator = torch.Generator(info.device).manual_seed(cfg.seed * 1_000_003 + info.rank)
         self.step = 0
+        #: bfloat16 autocast of the step ("auto": where the device computes bfloat16 natively)
+        self.bf16 = cfg.bf16 is True or (cfg.bf16 == "auto" and auto_dtype(info.device).dtype == torch.bfloat16)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def meta(self) -> dict:
@@ -204,7 +207,7 @@ class _Trainer:
             clips = next(batches).to(self.info.device, non_blocking=True) * 2 - 1
             sync = micro == cfg.grad_accum - 1 or not isinstance(net, DistributedDataParallel)
             with (contextlib.nullcontext() if sync else net.no_sync()), \
-                    torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = net(clips[:, :to], clips[:, to:], self.generator) / cfg.grad_accum
             loss.backward()
             total += loss.detach()
