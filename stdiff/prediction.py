@@ -17,10 +17,16 @@ from torch import Tensor
 
 from .fileio import atomic_path
 
-__all__ = ["MIN_TIME_GAP", "Prediction", "as_frames", "future_times", "render_grid"]
+__all__ = ["MIN_TIME_GAP", "Prediction", "as_frames", "frame_key", "future_times", "render_grid"]
 
 #: Times closer than this (frame units) would be one frame: query times must be at least this far apart.
 MIN_TIME_GAP = 1e-6
+
+
+def frame_key(time: float) -> int:
+    """The identity of the frame at ``time``: an int, equal for times closer than :data:`MIN_TIME_GAP`.
+    The one definition used to look frames up by time and to name a frame's noise."""
+    return round(time * 1_000_000)
 
 #: Standard deviation shown at full brightness in uncertainty maps (the largest possible
 #: per-pixel std of values in [0, 1]).
@@ -35,9 +41,11 @@ def _describe(x: object) -> str:
 
 
 def as_frames(frames: object, channels: int, image_size: int, name: str = "frames", rank: int = 5,
-              min_length: int = 1) -> Tensor:
-    """Validate and convert frames to a float32 CPU tensor in [0, 1].
+              min_length: int = 1, device: str | torch.device | None = None) -> Tensor:
+    """Validate and convert frames to a float32 tensor in [0, 1] on ``device`` (default: the input's).
 
+    The input moves once, in its own dtype (uint8 stays uint8 on the way), and is converted and
+    checked there.
     ``rank=5``: (N, T, C, H, W) or (T, C, H, W) (-> N = 1); ``rank=4``: (N, C, H, W) or (C, H, W)
     (-> N = 1). Accepts torch tensors or numpy arrays, floating in [0, 1] or uint8 in [0, 255].
     Raises TypeError/ValueError naming ``name`` for a wrong type, rank, size, channel count, NaN,
@@ -66,14 +74,15 @@ def as_frames(frames: object, channels: int, image_size: int, name: str = "frame
     if rank == 5 and frames.shape[1] < min_length:
         raise ValueError(f"{name} must hold at least {min_length} frames (T, dim -4), got shape "
                          f"{tuple(frames.shape)}")
-    if frames.dtype == torch.uint8:
-        return frames.detach().to("cpu", torch.float32) / 255.0
-    if frames.dtype not in _FLOAT_DTYPES:
+    if frames.dtype != torch.uint8 and frames.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be floating point in [0, 1] or uint8, got dtype {frames.dtype}")
-    out = frames.detach().to("cpu", torch.float32)
-    if not torch.isfinite(out).all():
+    frames = frames.detach().to(frames.device if device is None else device)
+    if frames.dtype == torch.uint8:
+        return frames.to(torch.float32) / 255.0
+    out = frames.to(torch.float32)
+    low, high = (float(v) for v in torch.aminmax(out))  # NaN propagates to both
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    low, high = float(out.min()), float(out.max())
     if low < 0.0 or high > 1.0:
         raise ValueError(f"{name} must lie in [0, 1] (floats) or be uint8, got values in [{low:.4g}, {high:.4g}]")
     return out
@@ -196,8 +205,8 @@ class Prediction:
         if not isinstance(ground_truth, Tensor) or tuple(ground_truth.shape) != (n, len(gt_times), c, h, w):
             raise ValueError(f"ground_truth must be a tensor of shape {(n, len(gt_times), c, h, w)} "
                              f"(N, len(ground_truth_times), C, H, W), got {_describe(ground_truth)}")
-        lookup = {round(s, 6): ground_truth[:, k] for k, s in enumerate(gt_times)}
-        return [lookup.get(round(s, 6)) for s in self.times]
+        lookup = {frame_key(s): ground_truth[:, k] for k, s in enumerate(gt_times)}
+        return [lookup.get(frame_key(s)) for s in self.times]
 
     def score(self, ground_truth: Tensor, ground_truth_times: Sequence[float] | None = None) -> dict[str, float]:
         """PSNR and SSIM against the ground truth at the times that have one.

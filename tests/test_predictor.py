@@ -15,6 +15,7 @@ from stdiff.config import MotionConfig, STDiffConfig, UNetConfig
 from stdiff.models import STDiff
 from stdiff.prediction import Prediction, future_times
 from stdiff.noise import NoiseStreams
+from stdiff.pipeline import encode_context, sample
 from stdiff.planning import WorkLimits, plan_chunks
 from stdiff.predictor import Predictor
 
@@ -208,13 +209,12 @@ def test_fast_path_matches_reference(fast, reference, sampler):
 
 
 def test_reference_path_is_official_algorithm(model, reference):
-    """exact_reference=True gives what STDiff.sample(cache_spade=False) gives for the same seed."""
+    """exact_reference=True gives what the pipeline's sample(exact=True) gives for the same seed."""
     x = clips(1, 3)
     out = reference.predict(x, num_frames=2, num_samples=2, seed=4, **FAST).frames
     official = copy.deepcopy(model).set_backend("reference")
-    direct = official.sample(x * 2 - 1, [3.0, 4.0], 2, "ddpm", 3, cache_spade=False,
-                             noise=NoiseStreams.for_videos(4, 1, 2))
-    torch.testing.assert_close(out, ((direct + 1) / 2).clamp(0, 1), atol=1e-6, rtol=0)
+    direct = sample(official, x, [3.0, 4.0], 2, "ddpm", 3, exact=True, noise=NoiseStreams.for_videos(4, 1, 2))
+    torch.testing.assert_close(out, direct.frames, atol=1e-6, rtol=0)
 
 
 def test_low_precision_unet(model):
@@ -238,7 +238,7 @@ def test_stream_equals_batch(fast):
     kw = dict(num_frames=4, num_samples=2, seed=2, return_motion=True, **FAST)
     a, b = stream.predict(**kw), fast.predict(x[:, :3], **kw)
     torch.testing.assert_close(a.frames, b.frames, atol=1e-5, rtol=0)
-    torch.testing.assert_close(stream.state, fast.model.encode_context(x[:, :3] * 2 - 1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(stream.state, encode_context(fast.model, x[:, :3]), atol=1e-6, rtol=1e-5)
     stream.push(x[:, 3]).push((x[:, 4] * 255).round().to(torch.uint8))
     assert stream.num_frames == 5
     c, d = stream.predict(times=[4.5, 6.0], **{**kw, "num_frames": None}), fast.predict(x, times=[4.5, 6.0], seed=2,
