@@ -284,6 +284,8 @@ def build_dataset(
     augment: bool | None = None,
     crop: str = "center",
     resize: bool | int = True,
+    max_speed: int | None = None,
+    rate: int = 1,
 ) -> Dataset:
     """A dataset of (To + Tp, C, H, W) float32 clips in [0, 1].
 
@@ -302,6 +304,9 @@ def build_dataset(
         augment: random flips (the recipe's flips; hflip for paths); default: split == "train".
         crop, resize: see :class:`ClipTransform` (real videos), e.g. ``crop="random",
             resize=False`` for native-resolution random crops.
+        max_speed, rate: synthetic data only: largest velocity component (px/frame; default
+            image_size / 16) and frames per motion step (``rate`` > 1 adds real in-between frames:
+            To + Tp frames at times 0, 1/rate, ...).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -321,8 +326,11 @@ def build_dataset(
     channels = default_channels if channels is None else channels
     if kind == "synthetic":
         return SyntheticMovingDigits(
-            num_videos or SYNTHETIC_VIDEOS[split], To + Tp, size, channels, seed=seed, split=split
+            num_videos or SYNTHETIC_VIDEOS[split], To + Tp, size, channels, seed=seed, split=split,
+            max_speed=max_speed, rate=rate,
         )
+    if max_speed is not None or rate != 1:
+        raise ValueError("max_speed and rate apply to the synthetic data only (real videos: frame_step)")
     augment = split == "train" if augment is None else augment
     flips = (recipe.hflip, recipe.vflip) if recipe else (True, False)
     transform = ClipTransform(size, channels, resize, crop, augment and flips[0], augment and flips[1])

@@ -40,6 +40,8 @@ class TrainConfig:
     data_root: str | None = None
     num_videos: int | None = None
     frame_step: int = 1
+    #: synthetic data only: largest velocity component in px/frame (default image_size / 16)
+    data_speed: int | None = None
     workers: int = 2
     # optimisation
     steps: int = 2000
@@ -60,6 +62,8 @@ class TrainConfig:
     ema_inv_gamma: float = 1.0
     # run
     out: str = "runs/stdiff"
+    #: an exported model folder whose weights start the training (same architecture; fine-tuning)
+    init_from: str | None = None
     device: str = "auto"
     seed: int = 0
     resume: bool = False
@@ -101,6 +105,12 @@ class TrainConfig:
             _check_int(name, getattr(self, name), 0)
         if self.num_videos is not None:
             _check_int("num_videos", self.num_videos, 1)
+        if self.data_speed is not None:
+            _check_int("data_speed", self.data_speed, 1)
+            if self.data != "synthetic":
+                raise ValueError(f"data_speed applies to the synthetic data only, got data={self.data!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be an exported model folder or null, got {self.init_from!r}")
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps, 0)
             if self.warmup_steps >= self.steps:

@@ -70,6 +70,7 @@ def build_train_data(cfg: TrainConfig, split: str = "train", num_videos: int | N
         cfg.data, split, image_size=mc.image_size, num_observed=mc.num_observed, num_future=mc.num_future,
         root=cfg.data_root, channels=mc.channels, frame_step=cfg.frame_step,
         num_videos=num_videos if num_videos is not None else cfg.num_videos, seed=cfg.seed,
+        max_speed=cfg.data_speed,
     )
 
 
@@ -82,6 +83,19 @@ def _preview_clips(cfg: TrainConfig, train_set) -> Tensor:
         data = train_set
     count = min(cfg.preview_clips, len(data))
     return torch.stack([data[i] for i in range(count)])
+
+
+def _init_weights(model: STDiff, path: str) -> None:
+    """Start from the weights of the export at ``path`` (same parameter names and shapes)."""
+    from ..checkpoint import load_pretrained
+
+    source = load_pretrained(path).state_dict()
+    target = model.state_dict()
+    wrong = sorted(k for k in target if k not in source or source[k].shape != target[k].shape)
+    if wrong or set(source) - set(target):
+        raise ValueError(f"init_from {path!r} does not fit the model being trained: differing parameters "
+                         f"{(wrong or sorted(set(source) - set(target)))[:5]}")
+    model.load_state_dict(source)
 
 
 def _check_out_dir(cfg: TrainConfig) -> None:
@@ -101,6 +115,8 @@ class _Trainer:
         self.model_config = cfg.model_config()
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = STDiff(self.model_config).to(info.device)
+        if cfg.init_from is not None:
+            _init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema_max_decay, cfg.ema_power, cfg.ema_inv_gamma)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
