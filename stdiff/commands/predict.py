@@ -176,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
                              num_samples=args.samples, sampler=args.sampler, steps=args.steps, seed=args.seed,
                              progress=not args.no_progress)
     truth_times = [float(context + k) for k in range(extra.shape[0])]
-    has_truth = any(round(t, 6) in {round(s, 6) for s in truth_times} for t in pred.times)
+    from ..prediction import frame_key
+
+    has_truth = not {frame_key(s) for s in truth_times}.isdisjoint(map(frame_key, pred.times))
     truth = (extra[None], truth_times) if has_truth else (None, None)
     write_outputs(out, pred, truth)
     print(f"predicted {pred.num_samples} sample(s) at {len(pred.times)} times "
