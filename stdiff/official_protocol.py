@@ -28,7 +28,7 @@ from torch import Tensor
 from .metrics._validate import unit_images
 from .metrics.ssim import ssim_unchecked
 from .noise import NoiseStreams
-from .pipeline import autoregress
+from .pipeline import autoregress, to_model_range
 from .planning import Chunk
 from .prediction import as_frames, future_times
 from .predictor import Predictor, check_positive_int
@@ -50,8 +50,8 @@ def first_frame_scores(candidates: Tensor, target: Tensor) -> Tensor:
     if cand.shape[:1] + cand.shape[2:] != tgt.shape:
         raise ValueError(f"candidates must be (N, K, C, H, W) and target (N, C, H, W) with matching N, C, H, W; "
                          f"got {tuple(cand.shape)} and {tuple(tgt.shape)}")
-    x = cand * 2 - 1
-    y = (tgt * 2 - 1).unsqueeze(1).expand_as(x)
+    x = to_model_range(cand)
+    y = to_model_range(tgt).unsqueeze(1).expand_as(x)
     psnr = -10.0 * torch.log10((x - y).square().mean(dim=(-3, -2, -1)) + _PSNR_EPS)
     return psnr + ssim_unchecked(x, y, official=True)
 
