@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -353,8 +357,6 @@ def test_predictor_leaves_the_callers_model_unchanged(model):
 def test_two_predictors_with_different_backends_in_threads(model):
     """exact_reference sets its own model's backend (no process-wide state): a fast and a reference
     predictor run side by side in threads and give what each gives alone."""
-    from concurrent.futures import ThreadPoolExecutor
-
     fast_p, ref_p = Predictor(model), Predictor(model, exact_reference=True)
     assert ref_p.model.backend == "reference" and fast_p.model.backend == "auto"
     kw = dict(num_frames=2, num_samples=2, seed=1, **FAST)
@@ -422,3 +424,89 @@ def test_cuda_graph_and_compile_paths_match_reference(model):
     assert torch.isfinite(bf16.frames).all()
     compiled = Predictor(model, compile=True).to("cuda").predict(x, **kw)
     torch.testing.assert_close(compiled.frames, b.frames, atol=1e-3, rtol=0)
+
+
+# ---- one Predictor shared by threads -------------------------------------------------------------
+# Real threads on the tiny preset (random weights, DDIM with 3 steps). The calls start together at a
+# barrier, so their denoising steps interleave (torch releases the GIL inside every op); each call
+# runs with one intra-op thread (the module's fixture), so its arithmetic is the same in company.
+THREAD_KW = dict(num_frames=2, sampler="ddim", steps=3, progress=False)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _tiny_clips(n: int, length: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, length, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _together(jobs: list[Callable[[], object]]) -> list[object]:
+    """Run each job in its own thread, all released at once; their results in order."""
+    barrier = threading.Barrier(len(jobs))
+
+    def run(job: Callable[[], object]) -> object:
+        barrier.wait()
+        return job()
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(run, jobs))
+
+
+def _assert_same(alone: list[list[torch.Tensor]], together: list[list[torch.Tensor]]) -> None:
+    for a, b in zip(alone, together, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y), f"max |diff| {(x - y).abs().max():.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_threads_sharing_a_predictor_get_the_frames_of_their_seed(device):
+    """Two threads, 4 predicts each, batch sizes 1 and 2: every result equals the same call run alone."""
+    p = Predictor.from_pretrained("tiny", seed=0, device=device)
+    requests = [[(_tiny_clips(1 + t, 4, 10 * t + i), 10 * t + i) for i in range(4)] for t in range(2)]
+
+    def thread(reqs: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
+        return [p.predict(x, seed=seed, **THREAD_KW).frames for x, seed in reqs]
+
+    alone = [thread(reqs) for reqs in requests]
+    _assert_same(alone, _together([lambda reqs=reqs: thread(reqs) for reqs in requests]))
+
+
+def test_two_streams_on_one_predictor_in_threads():
+    p = Predictor.from_pretrained("tiny", seed=0)
+    videos = [_tiny_clips(1, 4, seed) for seed in (1, 2)]
+
+    def follow(x: torch.Tensor) -> list[torch.Tensor]:
+        stream, out = p.stream(), []
+        for k in range(x.shape[1]):
+            stream.push(x[:, k])
+            if k >= 1:
+                out.append(stream.predict(seed=3, **THREAD_KW).frames)
+        return out
+
+    alone = [follow(x) for x in videos]
+    _assert_same(alone, _together([lambda x=x: follow(x) for x in videos]))
+
+
+def test_to_waits_for_running_predicts():
+    """``to(dtype=...)`` during other threads' predicts neither crashes them nor mixes dtypes in a call."""
+    p = Predictor.from_pretrained("tiny", seed=0)
+    x = _tiny_clips(1, 4, 0)
+    stop = threading.Event()
+
+    def predicts() -> list[torch.Tensor]:
+        out = []
+        while not stop.is_set() or not out:
+            out.append(p.predict(x, seed=1, **THREAD_KW).frames)
+        return out
+
+    def switch() -> list[torch.Tensor]:
+        for dtype in (torch.bfloat16, torch.float32) * 5 + (torch.bfloat16,):
+            time.sleep(0.02)
+            p.to(dtype=dtype)
+        stop.set()
+        return []
+
+    results = _together([predicts, predicts, switch])
+    assert all(torch.isfinite(f).all() for f in results[0] + results[1])
+    assert p.dtype == torch.bfloat16 and p.model.unet.conv_in.weight.dtype == torch.bfloat16
+    again = p.predict(x, seed=1, **THREAD_KW).frames
+    assert torch.equal(again, p.predict(x, seed=1, **THREAD_KW).frames)
