@@ -80,7 +80,7 @@ def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[flo
         raise ValueError(f"the official protocol runs the model in float32, but the predictor runs in "
                          f"{predictor.dtype} (use dtype float32)")
     cfg = predictor.config
-    with predictor._running():
+    with predictor._running(), torch.no_grad():
         device = predictor.device
         obs = as_frames(observed, cfg.channels, cfg.image_size, "observed", rank=5, min_length=2, device=device)
         truth = as_frames(first_truth, cfg.channels, cfg.image_size, "first_truth", rank=4, device=device)

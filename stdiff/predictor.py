@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -176,11 +176,12 @@ class Predictor:
             noise = self._noise(seed, generator, n, s)
             from tqdm.auto import tqdm
 
-            with tqdm(total=sum(len(c.times) for c in chunks), desc="predict", unit="frame", disable=not progress,
-                      leave=False) as bar:
+            with self._mode(), tqdm(total=sum(len(c.times) for c in chunks), desc="predict", unit="frame",
+                                    disable=not progress, leave=False) as bar:
                 out, motion = autoregress(self.model, observed, chunks, query, scheduler, self._denoiser, noise, s,
                                           motion_state=state, on_frame=lambda: bar.update(1))
-        return Prediction(frames=out.unflatten(0, (n, s)), times=query, observed=observed,
+        # cloned outside inference mode: the caller may change the frames in place
+        return Prediction(frames=out.unflatten(0, (n, s)).clone(), times=query, observed=observed,
                           motion=motion.unflatten(0, (n, s)) if return_motion else None)
 
     def stream(self):
@@ -190,13 +191,14 @@ class Predictor:
 
         return PredictionStream(self)
 
-    @contextlib.contextmanager
-    def _running(self) -> Iterator[None]:
-        """Hold the model as it is (no :meth:`to` meanwhile; other calls may run) in this predictor's
-        grad mode: every use of ``self.model`` and ``self._denoiser`` happens inside."""
-        mode = torch.no_grad() if self.exact_reference else torch.inference_mode()
-        with self._lock.shared(), mode:
-            yield
+    def _running(self) -> contextlib.AbstractContextManager:
+        """Hold the model as it is (no :meth:`to` meanwhile; other calls may run): every use of
+        ``self.model``, ``self.device`` and ``self._denoiser`` happens inside. Not reentrant."""
+        return self._lock.shared()
+
+    def _mode(self) -> contextlib.AbstractContextManager:
+        """Grad mode in which this predictor runs the model."""
+        return torch.no_grad() if self.exact_reference else torch.inference_mode()
 
     def _make_denoiser(self) -> FrameDenoiser:
         return make_denoiser(self.model, self.exact_reference, self.compile, self.channels_last)

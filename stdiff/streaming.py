@@ -79,7 +79,9 @@ class PredictionStream:
                 raise ValueError(f"frame must hold {self._recent[-1].shape[0]} video(s) like the frames pushed "
                                  f"before, got shape {tuple(x.shape)}")
             if self._recent:
-                self._state = encode_context(p.model, torch.stack([self._recent[-1].to(x.device), x], 1), self._state)
+                with torch.inference_mode():
+                    self._state = encode_context(p.model, torch.stack([self._recent[-1].to(x.device), x], 1),
+                                                 self._state)
         self._recent.append(x)
         self._count += 1
         return self
