@@ -78,9 +78,9 @@ def predict_with_baselines(predictor, observed: Tensor, stride: int, horizon: in
     """
     t_last = float(observed.shape[1] - 1)
     fine = predictor.predict(observed, times=stride_times(t_last, horizon, stride), num_samples=num_samples,
-                             sampler=sampler, steps=steps, seed=seed).frames
+                             sampler=sampler, steps=steps, seed=seed, progress=False).frames
     coarse = predictor.predict(observed, times=stride_times(t_last, horizon, 1), num_samples=num_samples,
-                               sampler=sampler, steps=steps, seed=seed).frames
+                               sampler=sampler, steps=steps, seed=seed, progress=False).frames
     last = observed[:, -1].to(fine.device, fine.dtype)
     start = last[:, None].expand(-1, num_samples, *last.shape[1:])
     return {

@@ -86,27 +86,32 @@ def _check_rows(noise: NoiseStreams, rows: int) -> None:
 
 def denoise_frames(denoiser: FrameDenoiser, scheduler: Sampler, condition: Tensor, prev: Tensor,
                    noise: NoiseStreams, times: Sequence[float], sources: Sequence[int] | None = None,
-                   on_frame: Callable[[], None] | None = None) -> Tensor:
+                   noise_times: Sequence[float] | None = None, on_frame: Callable[[], None] | None = None
+                   ) -> Tensor:
     """Generate the frames at ``times`` one after the other, each conditioned on an earlier one.
 
     condition: (T, B, F', h, w) the SPADE input of each frame (the motion states at ``times``, or the
     model's ``frame_condition`` of them); prev: (B, C, H, W) the context frame before the first, in
     [-1, 1]; sources: frame i is conditioned on ``prev`` when ``sources[i] == -1``, else on generated
-    frame ``sources[i] < i`` (default: on the frame just before it); noise: B rows. Frame i starts from
-    x_T = ``noise.randn((2, frame_key(t_i), -1), ...)`` and its denoising step j adds
-    ``noise.randn((2, frame_key(t_i), j), ...)`` when the sampler is stochastic there. ``on_frame`` is
-    called after each frame. Returns (B, T, C, H, W) in [-1, 1].
+    frame ``sources[i] < i`` (default: on the frame just before it); noise: B rows. Frame i draws its
+    noise under the name n_i = ``frame_key(noise_times[i])`` (default its own time t_i): it starts from
+    x_T = ``noise.randn((2, n_i, -1), ...)`` and its denoising step j adds ``noise.randn((2, n_i, j), ...)``
+    when the sampler is stochastic there. ``on_frame`` is called after each frame. Returns
+    (B, T, C, H, W) in [-1, 1].
     """
     _check_rows(noise, prev.shape[0])
     sources = list(range(-1, len(times) - 1)) if sources is None else list(sources)
+    noise_times = list(times) if noise_times is None else list(noise_times)
+    if len(noise_times) != len(times):
+        raise ValueError(f"noise_times must name the noise of each of the {len(times)} frames, got {len(noise_times)}")
     if len(sources) != len(times) or any(not -1 <= j < i for i, j in enumerate(sources)):
         raise ValueError(f"sources must give each of the {len(times)} frames -1 or an earlier frame's index, "
                          f"got {sources}")
     shape = tuple(prev.shape[1:])
     timesteps = scheduler.timesteps.to(prev.device)
     frames: list[Tensor] = []
-    for i, time in enumerate(times):
-        frame = frame_key(time)
+    for i in range(len(times)):
+        frame = frame_key(noise_times[i])
         conditioning = denoiser.condition(condition[i])
         x = noise.randn((DIFFUSION_NOISE, frame, INITIAL), shape).to(prev.device)
         scheduler.reset()
@@ -131,7 +136,7 @@ def generate(model: STDiff, context: Tensor, times: Sequence[float], scheduler: 
     first frame; motion_state: the Conv-GRU state (N, F, h, w) at t0 (None: encode ``context``);
     noise: N * num_samples rows (video-major), feeding the SDE and the diffusion. Each frame is
     conditioned on the frame ``model.conditioning_sources`` names, through ``model.frame_condition``
-    of its motion and time gap. Returns frames (N*S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
+    of its motion and time gap, and draws the diffusion noise of the time ``model.noise_times`` names. Returns frames (N*S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
     """
     rows = context.shape[0] * num_samples
     _check_rows(noise, rows)
@@ -144,7 +149,8 @@ def generate(model: STDiff, context: Tensor, times: Sequence[float], scheduler: 
     gaps = [float(t) - (t0 if j < 0 else float(times[j])) for t, j in zip(times, sources)]
     condition = torch.stack([model.frame_condition(motion[i], motion.new_full((rows,), g))
                              for i, g in enumerate(gaps)]) if model.gap_aware else motion
-    frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, sources, on_frame)
+    frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, sources,
+                            model.noise_times(t0, times), on_frame)
     return frames, motion
 
 
