@@ -28,8 +28,7 @@ from torch import Tensor
 from .metrics._validate import unit_images
 from .metrics.ssim import ssim_unchecked
 from .noise import NoiseStreams
-from .pipeline import autoregress, to_model_range
-from .planning import Chunk
+from .pipeline import autoregress_from_chosen_first, to_model_range
 from .prediction import as_frames, future_times
 from .predictor import Predictor, check_positive_int
 from .sampling import make_sampler
@@ -93,20 +92,9 @@ def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[flo
         times = future_times(times, None, 1, t_last, cfg.num_future)
         chunks = predictor._plan(times, t_last, n * max(k, s))
         generator = torch.Generator(device=device).manual_seed(seed)
-        model, denoiser = predictor.model, predictor._denoiser
-        first = times[0]
-        cand, cand_motion = autoregress(model, obs, [Chunk(t_last, [first])], [first], scheduler, denoiser,
-                                        NoiseStreams.from_generator(generator, n * k, device), k)
-        cand, cand_motion = cand[:, 0].unflatten(0, (n, k)), cand_motion[:, 0].unflatten(0, (n, k))
-        rows = torch.arange(n, device=device)
-        best = select_best_first_frame(cand, truth)
-        frame0, motion0 = cand[rows, best], cand_motion[rows, best]               # (N, C, H, W), (N, F, h, w)
-        out = frame0[:, None, None].expand(n, s, 1, *frame0.shape[1:])
-        if len(times) > 1:  # the rest continues from the chosen frame, the SDE from its state
-            rest = [Chunk(first, chunks[0].times[1:])] + list(chunks[1:])
-            later, _ = autoregress(model, torch.cat([obs, frame0[:, None]], 1), [c for c in rest if c.times],
-                                   times[1:], scheduler, denoiser, NoiseStreams.from_generator(generator, n * s, device),
-                                   s, context_times=[t_last - j for j in reversed(range(obs.shape[1]))] + [first],
-                                   motion_state=motion0)
-            out = torch.cat([out, later.unflatten(0, (n, s))], 2)
-    return out
+        frames = autoregress_from_chosen_first(
+            predictor.model, obs, chunks, times, scheduler, predictor._denoiser,
+            NoiseStreams.from_generator(generator, n * k, device),
+            NoiseStreams.from_generator(generator, n * s, device), k, s,
+            lambda candidates: select_best_first_frame(candidates, truth))
+    return frames.unflatten(0, (n, s))

@@ -27,8 +27,9 @@ from .planning import Chunk
 from .prediction import frame_key
 from .sampling import Sampler, make_sampler
 
-__all__ = ["DIFFUSION_NOISE", "FrameDenoiser", "SampleOutput", "autoregress", "denoise_frames", "encode_context",
-           "generate", "make_denoiser", "sample", "to_model_range", "to_unit_range"]
+__all__ = ["DIFFUSION_NOISE", "FrameDenoiser", "SampleOutput", "autoregress", "autoregress_from_chosen_first",
+           "denoise_frames", "encode_context", "generate", "make_denoiser", "sample", "to_model_range",
+           "to_unit_range"]
 
 #: Key namespace of the diffusion noise in :class:`NoiseStreams` (0 and 1 belong to the SDE).
 DIFFUSION_NOISE = 2
@@ -136,7 +137,8 @@ def generate(model: STDiff, context: Tensor, times: Sequence[float], scheduler: 
     first frame; motion_state: the Conv-GRU state (N, F, h, w) at t0 (None: encode ``context``);
     noise: N * num_samples rows (video-major), feeding the SDE and the diffusion. Each frame is
     conditioned on the frame ``model.conditioning_sources`` names, through ``model.frame_condition``
-    of its motion and time gap, and draws the diffusion noise of the time ``model.noise_times`` names. Returns frames (N*S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
+    of its motion and time gap, and draws the diffusion noise of the time ``model.noise_times`` names.
+    Returns frames (N*S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
     """
     rows = context.shape[0] * num_samples
     _check_rows(noise, rows)
@@ -156,21 +158,59 @@ def generate(model: STDiff, context: Tensor, times: Sequence[float], scheduler: 
 
 def autoregress(model: STDiff, context: Tensor, chunks: Sequence[Chunk], query: Sequence[float], scheduler: Sampler,
                 denoiser: FrameDenoiser, noise: NoiseStreams, num_samples: int = 1,
-                context_times: Sequence[float] | None = None, motion_state: Tensor | None = None,
-                on_frame: Callable[[], None] | None = None) -> tuple[Tensor, Tensor]:
+                motion_state: Tensor | None = None, on_frame: Callable[[], None] | None = None
+                ) -> tuple[Tensor, Tensor]:
     """All ``query`` frames, chunk by chunk (``stdiff.planning.plan_chunks``): the prediction.
 
-    context: (N, L, C, H, W) in [0, 1] at ``context_times`` (default: consecutive, the last at
-    ``chunks[0].t0``); motion_state: the Conv-GRU state (N, F, h, w) at ``chunks[0].t0`` (None: encode
-    the context); noise: N * num_samples rows. Chunk 0 continues the N videos S times; later
-    chunks continue each of the N*S trajectories once, from its own last ``config.num_observed``
-    frames of the integer grid. Returns frames (N*S, T, C, H, W) in [0, 1] and motion
-    (N*S, T, F, h, w) at ``query`` (rows video-major).
+    context: (N, L, C, H, W) in [0, 1], consecutive frames, the last at ``chunks[0].t0``;
+    motion_state: the Conv-GRU state (N, F, h, w) at ``chunks[0].t0`` (None: encode the context);
+    noise: N * num_samples rows. Chunk 0 continues the N videos S times; later chunks continue each
+    of the N*S trajectories once, from its own last ``config.num_observed`` frames of the integer
+    grid. Returns frames (N*S, T, C, H, W) in [0, 1] and motion (N*S, T, F, h, w) at ``query``
+    (rows video-major).
+    """
+    length = context.shape[1]
+    times = [chunks[0].t0 - length + 1 + j for j in range(length)]
+    frames, motion = _autoregress(model, to_model_range(context), times, chunks, query, scheduler, denoiser, noise,
+                                  num_samples, motion_state, on_frame)
+    return to_unit_range(frames), motion
+
+
+def autoregress_from_chosen_first(model: STDiff, context: Tensor, chunks: Sequence[Chunk], query: Sequence[float],
+                                  scheduler: Sampler, denoiser: FrameDenoiser, candidate_noise: NoiseStreams,
+                                  noise: NoiseStreams, num_candidates: int, num_samples: int,
+                                  choose: Callable[[Tensor], Tensor]) -> Tensor:
+    """As :func:`autoregress`, with the first query frame chosen among candidates (the official protocol).
+
+    Draws ``num_candidates`` K first frames per video (``candidate_noise``: N*K rows), each with its
+    own motion state; ``choose`` maps them, (N, K, C, H, W) in [0, 1], to one index per video (N,);
+    then ``num_samples`` S trajectories (``noise``: N*S rows) continue from the chosen frame, the SDE
+    from its motion state. Returns frames (N*S, T, C, H, W) in [0, 1] at ``query``; the first is the
+    chosen frame in every trajectory.
     """
     n, length = context.shape[:2]
-    if context_times is None:
-        context_times = [chunks[0].t0 - length + 1 + j for j in range(length)]
-    x = to_model_range(context)
+    x, first = to_model_range(context), query[0]
+    cand, cand_motion = generate(model, x, [first], scheduler, denoiser, candidate_noise, num_candidates,
+                                 chunks[0].t0)
+    cand, cand_motion = cand[:, 0].unflatten(0, (n, num_candidates)), cand_motion[0].unflatten(0, (n, num_candidates))
+    rows = torch.arange(n, device=cand.device)
+    best = choose(to_unit_range(cand)).to(cand.device)
+    frame0, motion0 = cand[rows, best], cand_motion[rows, best]                # (N, C, H, W), (N, F, h, w)
+    out = frame0.repeat_interleave(num_samples, 0)[:, None]
+    rest = [c for c in [Chunk(first, chunks[0].times[1:]), *chunks[1:]] if c.times]
+    if len(query) > 1:
+        times = [chunks[0].t0 - length + 1 + j for j in range(length)] + [first]
+        later, _ = _autoregress(model, torch.cat([x, frame0[:, None]], 1), times, rest, query[1:], scheduler,
+                                denoiser, noise, num_samples, motion0)
+        out = torch.cat([out, later], 1)
+    return to_unit_range(out)
+
+
+def _autoregress(model: STDiff, x: Tensor, context_times: Sequence[float], chunks: Sequence[Chunk],
+                 query: Sequence[float], scheduler: Sampler, denoiser: FrameDenoiser, noise: NoiseStreams,
+                 num_samples: int, motion_state: Tensor | None, on_frame: Callable[[], None] | None = None
+                 ) -> tuple[Tensor, Tensor]:
+    """:func:`autoregress` in the model's range: x (N, L, C, H, W) in [-1, 1] at ``context_times``."""
     generated = {frame_key(t): x[:, j].repeat_interleave(num_samples, 0)
                  for j, t in enumerate(context_times)}                      # time -> (N*S, C, H, W)
     position = {frame_key(t): i for i, t in enumerate(query)}
@@ -191,7 +231,7 @@ def autoregress(model: STDiff, context: Tensor, chunks: Sequence[Chunk], query: 
             if key in position:
                 frames[position[key]] = chunk_frames[:, j]
                 motion[position[key]] = chunk_motion[j]
-    return to_unit_range(torch.stack(frames, 1)), torch.stack(motion, 1)
+    return torch.stack(frames, 1), torch.stack(motion, 1)
 
 
 def encode_context(model: STDiff, frames: Tensor, state: Tensor | None = None) -> Tensor:
@@ -226,6 +266,7 @@ def sample(model: STDiff, observed: Tensor, times: Sequence[float], num_samples:
     from tqdm.auto import tqdm
 
     with tqdm(total=len(times), desc="sample", unit="frame", disable=not progress, leave=False) as bar:
-        frames, motion = autoregress(model, observed, [Chunk(t0, times)], times, scheduler, make_denoiser(model, exact, cuda_graph=False),
-                                     noise, num_samples, motion_state=motion_state, on_frame=lambda: bar.update(1))
+        frames, motion = autoregress(model, observed, [Chunk(t0, times)], times, scheduler,
+                                     make_denoiser(model, exact, cuda_graph=False), noise, num_samples,
+                                     motion_state=motion_state, on_frame=lambda: bar.update(1))
     return SampleOutput(frames.unflatten(0, (n, num_samples)), motion.unflatten(0, (n, num_samples)))
