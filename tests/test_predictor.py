@@ -426,6 +426,19 @@ def test_cuda_graph_and_compile_paths_match_reference(model):
     torch.testing.assert_close(compiled.frames, b.frames, atol=1e-3, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_input_stays_on_the_gpu(model):
+    """as_frames moves an input once, to the predictor's device, in its own dtype (no CPU float32 hop)."""
+    from stdiff.prediction import as_frames
+
+    x = (clips(1, 3) * 255).round().to(torch.uint8)
+    on_gpu = as_frames(x.cuda(), 1, 16, device="cuda")
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32
+    torch.testing.assert_close(on_gpu.cpu(), x.float() / 255, atol=0, rtol=0)
+    out = Predictor(model).to("cuda").predict(x.cuda(), num_frames=1, seed=0, **FAST)
+    assert out.observed.device.type == "cuda" and out.frames.device.type == "cuda"
+
+
 # ---- one Predictor shared by threads -------------------------------------------------------------
 # Real threads on the tiny preset (random weights, DDIM with 3 steps). The calls start together at a
 # barrier, so their denoising steps interleave (torch releases the GIL inside every op); each call
