@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -430,6 +431,7 @@ def test_bad_arguments():
         with pytest.raises(ValueError, match="sampler must be one of"):
             make_sampler(bad, 10)
     assert make_sampler("dpmpp").num_inference_steps == 20  # DEFAULT_STEPS
+    assert make_sampler("ddim", np.int64(7)).timesteps.tolist() == make_sampler("ddim", 7).timesteps.tolist()
     with pytest.raises(ValueError, match=r"index must be an int in \[0, 10\)"):
         make_sampler("ddim", 10).step_at(10, torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match="timestep_spacing"):

@@ -62,8 +62,7 @@ class Sampler(ABC):
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose the inference grid (1 <= num_inference_steps <= T) and reset the state."""
-        check_steps(num_inference_steps, self.schedule.num_train_timesteps)
-        self._ts = self._grid(num_inference_steps)
+        self._ts = self._grid(check_steps(num_inference_steps, self.schedule.num_train_timesteps))
         self._index = {t: i for i, t in enumerate(self._ts)}
         self.num_inference_steps = len(self._ts)
         self.timesteps = torch.tensor(self._ts, dtype=torch.long)

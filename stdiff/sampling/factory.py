@@ -35,8 +35,7 @@ def make_sampler(name: str, steps: int | None = None, schedule: NoiseSchedule | 
     if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)} (a str), got {name!r}")
     schedule = schedule if schedule is not None else NoiseSchedule()
-    steps = DEFAULT_STEPS[name] if steps is None else steps
-    check_steps(steps, schedule.num_train_timesteps, "steps")
+    steps = check_steps(DEFAULT_STEPS[name] if steps is None else steps, schedule.num_train_timesteps, "steps")
     cls, defaults = SAMPLERS[name]
     sampler = cls(schedule, **{**defaults, **kw})
     sampler.set_timesteps(steps)
