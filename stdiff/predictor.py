@@ -33,6 +33,7 @@ from .planning import Chunk, WorkLimits, check_work
 from .prediction import Prediction, as_frames, future_times
 from .sampling import SAMPLERS, FrameDenoiser, make_sampler
 from .sampling.loop import frame_key
+from .validation import check_int, check_motion_state
 
 __all__ = ["DEFAULT_STEPS", "Predictor", "WorkLimits"]
 
@@ -77,9 +78,10 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, exact_reference: bool = False, compile: bool = False,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                        seed: int = 0) -> Predictor:
+                        seed: int = 0, trust_unverified: bool = False) -> Predictor:
         """Load a checkpoint folder (``config.json`` + ``model.safetensors``), or build a preset name
-        (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks)."""
+        (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks).
+        trust_unverified: load a folder whose config.json records no checksums (see :mod:`stdiff.checkpoint`)."""
         if isinstance(path, str) and path in preset_names() and not Path(path).exists():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -88,7 +90,7 @@ class Predictor:
             raise FileNotFoundError(f"path {str(path)!r} is neither a checkpoint folder nor a preset name "
                                     f"({', '.join(preset_names())})")
         else:
-            model = load_pretrained(path)  # ValueError saying what is missing when it is no checkpoint
+            model = load_pretrained(path, trust_unverified=trust_unverified)  # ValueError saying what is missing when it is no checkpoint
         return cls(model, exact_reference=exact_reference, compile=compile).to(device, dtype)
 
     @property
@@ -159,7 +161,7 @@ class Predictor:
             t_last = float(length - 1)
         elif isinstance(t_last, bool) or not isinstance(t_last, (int, float)) or not length - 1 <= t_last < 2**53:
             raise ValueError(f"t_last must be a number >= len(frames) - 1 = {length - 1}, got {t_last!r}")
-        query = future_times(times, num_frames, fps, float(t_last), cfg.num_future)
+        query = future_times(times, num_frames, fps, float(t_last), cfg.num_future, self.limits.max_frames)
         s = _check_positive_int("num_samples", num_samples)
         steps = self._check_sampler(sampler, steps)
         state = self._check_state(motion_state, n)
@@ -192,19 +194,13 @@ class Predictor:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)} (a str), got {sampler!r}")
         steps = DEFAULT_STEPS[sampler] if steps is None else steps
         limit = self.model.schedule.num_train_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
-            raise ValueError(f"steps must be an int in [1, {limit}], got {steps!r}")
-        return steps
+        return check_int("steps", steps, 1, limit)
 
     def _check_state(self, state: object, n: int) -> Tensor | None:
         if state is None:
             return None
         cfg = self.config
-        expected = (n, cfg.motion_channels, cfg.motion_size, cfg.motion_size)
-        if not isinstance(state, Tensor) or tuple(state.shape) != expected or not state.is_floating_point():
-            raise ValueError(f"motion_state must be a floating tensor of shape {expected} (N, F, h, w), got "
-                             f"{getattr(state, 'shape', type(state).__name__)}")
-        return state.to(self.device, torch.float32)
+        return check_motion_state(state, (n, cfg.motion_channels, cfg.motion_size, cfg.motion_size), self.device)
 
     def _noise(self, seed: object, generator: object, n: int, s: int) -> NoiseStreams:
         if seed is not None and generator is not None:
@@ -213,8 +209,7 @@ class Predictor:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if seed is None:
             return NoiseStreams.from_generator(generator, n * s, self.device)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+        seed = check_int("seed", seed, 0, 2**63 - 1)
         return NoiseStreams.for_videos(seed, n, s, self.device)
 
     def _autoregress(self, context: Tensor, motion_state: Tensor | None, t_last: float, query: list[float],
@@ -263,6 +258,4 @@ class Predictor:
 
 
 def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    return check_int(name, value, 1)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import save_pretrained
-from ..fileio import atomic_write_text, check_output_dir
+from ..fileio import atomic_write_text, check_output_dir, folder_lock
 from ..models import STDiff
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object, init_distributed,
@@ -228,7 +228,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
-        return _train(cfg, info)
+        with folder_lock(cfg.out_dir, "--out") if info.is_main else contextlib.nullcontext():
+            return _train(cfg, info)
     finally:
         shutdown(info)
 
