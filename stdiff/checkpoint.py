@@ -53,7 +53,7 @@ def is_pretrained_dir(path: str | os.PathLike) -> bool:
 def config_sha256(meta: dict) -> str:
     """SHA-256 of a config.json mapping without its ``"checksums"`` entry (canonical JSON)."""
     body = {k: v for k, v in meta.items() if k != "checksums"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
