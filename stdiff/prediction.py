@@ -115,8 +115,6 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
             raise ValueError("times must not be empty")
         if any(isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) for t in times):
             raise TypeError(f"times must hold only real numbers, got {list(times)!r}")
-        if max_frames is not None and len(times) > max_frames:
-            raise ValueError(f"times holds {len(times):,} times, above the limit max_frames={max_frames:,}")
         bad = next((t for t in times if not _is_time(t)), None)
         if bad is not None:
             raise ValueError(f"times must be finite numbers below {MAX_TIME:g} (2**53), got {bad!r:.40}")
