@@ -96,7 +96,7 @@ def test_cli_precedence_file_then_flags_then_set(tmp_path):
     ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ({"lr_cycles": 0}, "lr_cycles must be an int >= 1"),
     ({"model": {"unet": 5}}, "model.unet must be a mapping of its fields .*got 5"),
-    ({"model": {"unet": {"block_out_channels": []}}}, "unet.block_out_channels must be a non-empty list"),
+    ({"model": {"unet": {"block_out_channels": []}}}, "unet.block_out_channels must have 1 to 8 entries, got 0"),
     ({"betas": [0.9]}, "betas must be two numbers"),
     ({"preset": "huge"}, "preset must be one of"),
     ({"model": {"unet": {"depth": 3}}}, "unknown key model.unet.depth"),
