@@ -91,3 +91,49 @@ def test_gap_zero_training_pairs_need_a_gap_aware_model():
     loss = model.training_loss(clip[:, :4], clip[:, 4:], generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+# ---- the stride protocol ------------------------------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+from stdiff.inbetween import blend_in_time, centroid_path_length, score_clips, stride_times  # noqa: E402
+
+
+def test_blend_in_time_interpolates_between_grid_frames():
+    start = torch.zeros(1, 1, 2, 2)
+    grid = torch.stack([torch.full((1, 2, 2), 4.0), torch.full((1, 2, 2), 8.0)])[None]  # (1, 2, C, H, W)
+    out = blend_in_time(start, grid, 4)
+    assert out.shape == (1, 8, 1, 2, 2)
+    torch.testing.assert_close(out[0, :, 0, 0, 0], torch.tensor([1.0, 2, 3, 4, 5, 6, 7, 8]))
+    assert stride_times(3, 2, 4) == [3.25, 3.5, 3.75, 4.0, 4.25, 4.5, 4.75, 5.0]
+
+
+def test_centroid_path_length_follows_a_moving_square():
+    frames = torch.zeros(4, 1, 16, 16)
+    for t in range(4):
+        frames[t, 0, 5:8, 2 + 2 * t:5 + 2 * t] = 1
+    torch.testing.assert_close(centroid_path_length(frames), torch.tensor(6.0))
+    assert centroid_path_length(frames[:1].expand(3, -1, -1, -1)).item() == 0
+
+
+class _TimeCodedPredictor:
+    """Returns, for each asked time t, a frame of constant value t / 10 (the clips' time code)."""
+
+    def predict(self, observed, times, num_samples, **_):
+        n = observed.shape[0]
+        frames = torch.stack([torch.full(observed.shape[2:], t / 10) for t in times])
+        return SimpleNamespace(frames=frames[None, None].expand(n, num_samples, -1, -1, -1, -1))
+
+
+def test_stride_protocol_scores_the_right_frames():
+    stride, to, horizon = 4, 3, 2
+    length = (to - 1) * stride + 1 + horizon * stride
+    clip = torch.stack([torch.full((1, 12, 12), f / stride / 10) for f in range(length)])
+    scores = score_clips(_TimeCodedPredictor(), clip[None].repeat(3, 1, 1, 1, 1), to, stride, horizon,
+                         num_samples=2, sampler="ddim", steps=2, seed=0)
+    summary = scores.summary()
+    assert summary["model"]["psnr_on_grid"] > 75 and summary["model"]["psnr_between"] > 75
+    assert summary["blend"]["psnr_between"] > 75  # a linear ramp is its own linear blend
+    assert summary["copy_last"]["psnr_on_grid"] < 40
+    assert scores.on_grid().tolist() == [False, False, False, True] * 2
+    assert [r["time"] for r in scores.per_frame()] == stride_times(2, 2, 4)

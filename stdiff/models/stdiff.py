@@ -1,6 +1,7 @@
 """The STDiff model: motion encoder + Conv-GRU + motion SDE + SPADE diffusion UNet."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -108,6 +109,17 @@ class STDiff(nn.Module):
                 anchor, anchor_time = i, float(t)
         return sources
 
+    def noise_times(self, t0: float, times: Sequence[float]) -> list[float]:
+        """The time whose diffusion noise each frame at ``times`` draws (see ``denoise_frames``).
+
+        Gap-blind models: each frame its own. Gap-aware models: a frame between two grid times shares
+        the noise of the grid frame that ends its interval (t0 + ceil(t - t0)), so the in-between frames
+        of an interval are one smooth function of their gap and end on that grid frame.
+        """
+        if not self.gap_aware:
+            return [float(t) for t in times]
+        return [float(t0) + math.ceil(float(t) - float(t0) - 1e-6) for t in times]
+
     # ---- diffusion ----------------------------------------------------------------------------
     def denoise(self, x_t: Tensor, timestep: Tensor | int, prev_frame: Tensor,
                 motion: Tensor | None = None, spade=None) -> Tensor:
@@ -198,7 +210,8 @@ class STDiff(nn.Module):
         gaps = [float(t) - (t0 if j < 0 else float(times[j])) for t, j in zip(times, sources)]
         condition = torch.stack([self.frame_condition(motion[i], motion.new_full((rows,), g))
                                  for i, g in enumerate(gaps)]) if self.gap_aware else motion
-        frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, on_frame, sources)
+        frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, on_frame, sources,
+                                self.noise_times(t0, times))
         return frames.unflatten(0, (n, num_samples)), motion
 
     @torch.no_grad()

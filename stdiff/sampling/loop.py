@@ -41,27 +41,31 @@ class FrameDenoiser(Protocol):
 
 def denoise_frames(denoiser: FrameDenoiser, scheduler: Sampler, motion: Tensor, prev: Tensor, noise: NoiseStreams,
                    times: Sequence[float], on_frame: Callable[[], None] | None = None,
-                   sources: Sequence[int] | None = None) -> Tensor:
+                   sources: Sequence[int] | None = None, noise_times: Sequence[float] | None = None) -> Tensor:
     """Generate the frames at ``times`` one after the other, each conditioned on an earlier one.
 
     motion: (T, B, F', h, w) the denoiser's conditioning of each frame (the motion states at ``times``,
     or the model's ``frame_condition`` of them); prev: (B, C, H, W) the context frame before the first,
     in [-1, 1]; sources: frame i is conditioned on ``prev`` when ``sources[i] == -1``, else on generated
-    frame ``sources[i] < i`` (default: on the frame just before it); noise: B rows. Frame i starts from
-    x_T = ``noise.randn((2, frame_key(t_i), -1), ...)`` and its denoising step j adds ``noise.randn((2, frame_key(t_i), j), ...)`` when the sampler is
-    stochastic there. ``on_frame`` is called after each frame. Returns (B, T, C, H, W) in [-1, 1].
+    frame ``sources[i] < i`` (default: on the frame just before it); noise: B rows. Frame i draws its noise
+    under the name n_i = ``frame_key(noise_times[i])`` (default its own time t_i): it starts from
+    x_T = ``noise.randn((2, n_i, -1), ...)`` and its denoising step j adds ``noise.randn((2, n_i, j), ...)``
+    when the sampler is stochastic there. ``on_frame`` is called after each frame. Returns (B, T, C, H, W) in [-1, 1].
     """
     if len(noise) != prev.shape[0]:
         raise ValueError(f"noise must have one stream per batch row ({prev.shape[0]}), got {len(noise)}")
     sources = list(range(-1, len(times) - 1)) if sources is None else list(sources)
+    noise_times = list(times) if noise_times is None else list(noise_times)
+    if len(noise_times) != len(times):
+        raise ValueError(f"noise_times must name the noise of each of the {len(times)} frames, got {len(noise_times)}")
     if len(sources) != len(times) or any(not -1 <= j < i for i, j in enumerate(sources)):
         raise ValueError(f"sources must give each of the {len(times)} frames -1 or an earlier frame's index, "
                          f"got {sources}")
     shape = tuple(prev.shape[1:])
     timesteps = scheduler.timesteps.to(prev.device)
     frames: list[Tensor] = []
-    for i, time in enumerate(times):
-        frame = frame_key(time)
+    for i in range(len(times)):
+        frame = frame_key(noise_times[i])
         denoiser.set_motion(motion[i])
         x = noise.randn((DIFFUSION_NOISE, frame, INITIAL), shape).to(prev.device)
         scheduler.reset()
