@@ -105,6 +105,8 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
     if times is not None:
         if num_frames is not None:
             raise ValueError("give either times or num_frames (with fps), not both")
+        if isinstance(times, Tensor):
+            check_tensor_storage("times", times)
         if isinstance(times, (Tensor, np.ndarray)):
             if times.ndim != 1:
                 raise ValueError(f"times must be 1-D, got shape {tuple(times.shape)}")

@@ -201,3 +201,15 @@ def test_symlink_cycles_in_a_data_folder_end_the_walk(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == repr([str(root / "v1")])
+
+
+def test_training_checkpoints_of_unknown_versions_are_refused(tmp_path):
+    from stdiff.training.state import load_state, save_state
+    from test_training import _dummy_state
+
+    folder = save_state(tmp_path, _dummy_state(1, 10))
+    meta = json.loads((folder / "state.json").read_text())
+    meta["version"] = 99
+    (folder / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="state.json has format version 99; this stdiff reads version 1"):
+        load_state(folder)

@@ -98,3 +98,8 @@ def test_meta_and_sparse_motion_states_name_the_argument(predictor, frames):
 def test_philox_normal_refuses_huge_shapes_before_allocating(shape):
     with pytest.raises(ValueError, match=r"shape has [\d,]+ elements, above the limit of 2,147,483,648"):
         ops.philox_normal(shape, 0, 0)
+
+
+def test_meta_times_name_the_argument(predictor, frames):
+    with pytest.raises(TypeError, match="times is a meta tensor"):
+        predictor.predict(frames, times=torch.empty(2, device="meta"), **FAST)

@@ -47,8 +47,9 @@ def recorded_settings(root: str | Path) -> dict[str, Any] | None:
 
 
 def settings_changes(recorded: dict[str, Any], asked: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{field: (recorded, asked)}`` for every training setting that differs, RUN_FIELDS excluded."""
-    keys = (set(recorded) | set(asked)) - set(RUN_FIELDS)
+    """``{field: (recorded, asked)}`` for every training setting that differs, RUN_FIELDS excluded, and
+    ``preset``/``model`` too: the model they make is compared as a whole (a resumed model must be the same)."""
+    keys = (set(recorded) | set(asked)) - set(RUN_FIELDS) - {"preset", "model"}
     return {k: (recorded.get(k), asked.get(k)) for k in sorted(keys)
             if _normal(recorded.get(k)) != _normal(asked.get(k))}
 
@@ -112,7 +113,6 @@ class LRPlan:
     def from_dict(cls, data: dict[str, Any]) -> "LRPlan":
         return cls(data["schedule"], int(data["warmup"]), int(data["total"]), int(data["cycles"]),
                    [list(e) for e in data.get("extensions", [])])
-
 
 
 def resume_plan(state, cfg) -> tuple[LRPlan, str]:
