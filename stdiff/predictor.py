@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .checkpoint import load_pretrained
 from .config import STDiffConfig, preset, preset_names
+from .dtypes import resolve_dtype
 from .models import STDiff
 from .models.denoisers import CachedDenoiser, GraphedDenoiser, StepwiseDenoiser
 from .noise import NoiseStreams
@@ -39,7 +40,6 @@ __all__ = ["DEFAULT_STEPS", "Predictor", "WorkLimits"]
 
 #: Default number of denoising steps per sampler (DDPM-100 is the official test setting).
 DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp": 20, "dpmpp3m": 20}
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class Predictor:
@@ -52,12 +52,16 @@ class Predictor:
         exact_reference: run the official algorithm (no SPADE cache, float32, eager, op backend
             "reference") instead of the fast path; same random numbers, same frames up to fp32 rounding.
         compile: ``torch.compile`` the UNet evaluation (fast path only).
+        dtype: the UNet's precision: "auto" (default; see :mod:`stdiff.dtypes`: bfloat16 where the
+            device computes it natively, else float32, float32 on the reference path, chosen again
+            at each :meth:`to` a new device), float32, bfloat16 or float16 (torch dtype or name).
 
     ``limits`` (a :class:`WorkLimits`, attribute): requests above it are refused before any work.
     Observed frames are at times 0 .. To-1; predictions at any later times (frame units).
     """
 
-    def __init__(self, model: STDiff, exact_reference: bool = False, compile: bool = False) -> None:
+    def __init__(self, model: STDiff, exact_reference: bool = False, compile: bool = False,
+                 dtype: str | torch.dtype = "auto") -> None:
         if not isinstance(model, STDiff):
             raise TypeError(f"model must be an stdiff.models.STDiff, got {type(model).__name__}")
         if exact_reference and compile:
@@ -71,13 +75,16 @@ class Predictor:
         self.model.unet.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.compile = bool(compile)
         self.dtype = self.model.unet.conv_in.weight.dtype
+        self.dtype_request: str | torch.dtype = dtype
+        self._float32_unet: dict[str, Tensor] | None = None  # the UNet's weights while it runs in low precision
         self.limits = WorkLimits()
         self._denoiser: FrameDenoiser | None = None
+        self.to(dtype=dtype)
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, exact_reference: bool = False, compile: bool = False,
-                        device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, dtype: str | torch.dtype = "auto",
                         seed: int = 0, trust_unverified: bool = False) -> Predictor:
         """Load a checkpoint folder (``config.json`` + ``model.safetensors``), or build a preset name
         (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks).
@@ -91,7 +98,7 @@ class Predictor:
                                     f"({', '.join(preset_names())})")
         else:
             model = load_pretrained(path, trust_unverified=trust_unverified)  # ValueError saying what is missing when it is no checkpoint
-        return cls(model, exact_reference=exact_reference, compile=compile).to(device, dtype)
+        return cls(model, exact_reference=exact_reference, compile=compile, dtype=dtype).to(device)
 
     @property
     def config(self) -> STDiffConfig:
@@ -101,24 +108,37 @@ class Predictor:
     def device(self) -> torch.device:
         return self.model.unet.conv_in.weight.device
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Predictor:
-        """Move to ``device``; ``dtype`` (float32, bfloat16, float16) sets the UNet's precision.
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> Predictor:
+        """Move to ``device``; ``dtype`` ("auto", float32, bfloat16, float16) sets the UNet's precision
+        (None: keep the current choice, "auto" chosen again for the new device).
 
         The motion encoder, Conv-GRU and SDE stay in float32 (a small share of the work); the
         diffusion iterate x_t and the sampler arithmetic too. Returns self.
         """
-        if dtype is not None:
-            if dtype not in (torch.float32, *_LOW_PRECISION):
-                raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
-            if self.exact_reference and dtype != torch.float32:
-                raise ValueError("the reference path (exact_reference=True) runs in float32 only")
+        request = self.dtype_request if dtype is None else dtype
+        target = torch.device(device) if device is not None else self.device
+        resolved = torch.float32 if self.exact_reference and request == "auto" else resolve_dtype(request, target)
+        if self.exact_reference and resolved != torch.float32:
+            raise ValueError("the reference path (exact_reference=True) runs in float32 only")
         if device is not None:
             self.model.to(device)
-        if dtype is not None:
-            self.model.unet.to(dtype)
-            self.dtype = dtype
+        if resolved != self.dtype:
+            self._cast_unet(resolved)
+        self.dtype, self.dtype_request = resolved, request
         self._denoiser = None
         return self
+
+    def _cast_unet(self, dtype: torch.dtype) -> None:
+        """Cast the UNet to ``dtype``, always from its float32 weights (kept on the CPU while it runs in
+        low precision), so that switching precision back and forth never rounds the weights."""
+        unet = self.model.unet
+        if self.dtype == torch.float32:
+            self._float32_unet = {k: v.detach().to("cpu", copy=True) for k, v in unet.state_dict().items()}
+        elif self._float32_unet is not None:
+            unet.to(torch.float32).load_state_dict(self._float32_unet)
+            if dtype == torch.float32:
+                self._float32_unet = None
+        unet.to(dtype)
 
     # ---- prediction ----------------------------------------------------------------------------
     def predict(

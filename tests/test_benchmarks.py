@@ -219,3 +219,50 @@ def test_report_number_format_and_pivot():
     table, columns = report._pivot(rows, ("n",), "solver", lambda r: r["ms"])
     assert columns == ["n", "a", "b"] and table == [{"n": "1", "a": "2.0", "b": "1.0"}, {"n": "8", "a": "9.0"}]
     assert report.markdown_table(table, columns).splitlines()[3] == "| 8 | 9.00 |  |"
+
+
+def test_train_smoke_rows(tmp_path):
+    """`stdiff bench train --smoke` with the agreed interface: one row per (preset, dtype, backend)."""
+    from stdiff.bench import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _bench("train", "--smoke", "--presets", "tiny", "--dtypes", "float32", "bfloat16", "--backends", "fused",
+               "reference", "--batch-size", "2", "--k", "1", "--steps", "1", "--device", "cpu", "--out", str(tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    rows = common.read_csv(tmp_path / "train.csv")
+    _check_rows(rows, train.COLUMNS)
+    assert [(r["dtype"], r["backend"]) for r in rows] == [("float32", "fused"), ("bfloat16", "fused"),
+                                                          ("float32", "reference"), ("bfloat16", "reference")]
+    for row in rows:
+        assert (row["preset"], row["batch"], row["k"], row["repeats"]) == ("tiny", "2", "1", "1")
+        assert math.isclose(float(row["clips_per_s"]), 2 * float(row["steps_per_s"]), rel_tol=1e-3)
+        assert 0 < float(row["conv_share"]) < 1  # a UNet step spends time in convolutions, and not only there
+    assert rows[2]["op_backend"] == "reference" and rows[0]["op_backend"] == common.auto_backend(CPU)
+    with pytest.raises(ValueError, match="--k must be in"):
+        train.run(CPU, tmp_path, ["tiny"], ["float32"], ["fused"], 1, 9, 1, smoke=True)
+
+
+def test_train_step_is_the_training_loop_step():
+    """The benchmarked step updates the weights as `stdiff train` does: same loss draws, same AdamW update."""
+    from stdiff.bench.train import make_step
+    from stdiff.models import STDiff
+    from stdiff.training import TrainConfig
+    from stdiff.training.loop import _LossModule, _Trainer
+    from stdiff.training.distributed import DistInfo
+
+    cfg = TrainConfig(preset="tiny", steps=10**9, batch_size=2, lr=1e-4, warmup_steps=0, device="cpu", seed=0,
+                      lr_schedule="cosine")  # so long that the LR stays the base LR here
+    trainer = _Trainer(cfg, DistInfo(rank=0, world_size=1, local_rank=0, device=CPU, owns_group=False))
+    clips = torch.rand(2, 7, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(cfg.seed)
+    model = STDiff(cfg.model_config())
+    step = make_step(model, clips, k=model.config.train_future_k, bf16=False, seed=cfg.seed * 1_000_003)
+    batches = iter([clips, clips])
+    for _ in range(2):  # two steps: Adam's second update depends on the gradients' scale (clipping)
+        step()
+        trainer.train_step(_LossModule(trainer.model), batches)
+    for (name, a), b in zip(trainer.model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)

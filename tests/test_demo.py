@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import json
 import re
+from pathlib import Path
 
 import av
 import numpy as np
@@ -13,9 +15,11 @@ import torch
 from PIL import Image
 
 from stdiff.checkpoint import save_pretrained
+from stdiff.cli import build_parser
 from stdiff.commands import demo
 from stdiff.commands.predict import parse_times
 from stdiff.data import SyntheticMovingDigits
+from stdiff.dtypes import auto_dtype
 
 from test_predictor import micro_model
 
@@ -65,7 +69,8 @@ def digits(num_frames: int, size: int = 16) -> np.ndarray:
     return (clip[:, 0, :, :, None].expand(-1, -1, -1, 3) * 255).round().to(torch.uint8).numpy()
 
 
-def check_demo_outputs(out, capsys) -> dict:
+def check_demo_outputs(out, capsys) -> tuple[dict, str]:
+    """The demo's files and printed table are complete; returns metrics.json and what was printed."""
     for name in ("prediction_1x.gif", "prediction_4x.gif", "grid_1x.png", "grid_4x.png"):
         assert (out / name).stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -80,7 +85,7 @@ def check_demo_outputs(out, capsys) -> dict:
     printed = capsys.readouterr().out
     assert "PSNR mean" in printed and "frames/s" in printed
     assert f"{baseline['psnr']:.2f}" in printed.split("copy-last")[1]  # the baseline row is printed
-    return metrics
+    return metrics, printed
 
 
 def test_copy_last_scores_repeat_the_last_observed_frame():
@@ -99,8 +104,23 @@ def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert run_command("demo", ["--fast", "--steps", "2", "--videos", "1", "--out", str(out), "--no-progress",
                                 "--train-steps", "3"]) == 0
-    metrics = check_demo_outputs(out, capsys)
+    metrics, printed = check_demo_outputs(out, capsys)
+    assert "sampler dpmpp, 2 steps, UNet in " in printed  # says which sampler, steps and dtype ran
     assert metrics["videos"] == 1 and metrics["samples"] == 2 and metrics["steps"] == 2
+    assert metrics["sampler"] == "dpmpp" and metrics["dtype"] == str(auto_dtype("cpu").dtype).removeprefix("torch.")
+
+
+def test_demo_defaults_to_the_fastest_sampler_within_two_percent_of_ddpm100():
+    """The default comes from the demo-quality table: DPM-Solver++ 5 steps, within 2 % of DDPM-100."""
+    args = build_parser().parse_args(["demo"])
+    assert (args.sampler, args.steps, args.dtype) == ("dpmpp", 5, "auto")
+    table = Path(__file__).parents[1] / "benchmarks" / "results" / "cpu-amd-epyc-2c" / "demo_quality.csv"
+    rows = [r for r in csv.DictReader(table.open()) if r["method"] == "model" and r["dtype"] == "float32"]
+    official = next(r for r in rows if (r["sampler"], r["steps"]) == ("ddpm", "100"))
+    chosen = next(r for r in rows if (r["sampler"], r["steps"]) == ("dpmpp", "5"))
+    for metric in ("psnr", "ssim"):
+        assert float(chosen[metric]) >= 0.98 * float(official[metric])
+    assert min(int(r["steps"]) for r in rows) == 5  # no setting in the table uses fewer UNet evaluations
 
 
 def test_demo_trains_when_no_checkpoint_is_shipped(tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from stdiff.metrics import psnr, quality_vs_speed, ssim
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.from_pretrained("tiny")
+    return Predictor.from_pretrained("tiny", dtype=torch.float32)
 
 
 def test_quality_vs_speed_rows(predictor):

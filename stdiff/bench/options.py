@@ -16,6 +16,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sde": ("stdiff.bench.sde", "whole motion-SDE solve: stdiff vs torchsde (same nets, same Brownian increments)"),
     "predict": ("stdiff.bench.predict", "Predictor.predict: frames/s, peak memory, time shares, TFLOP/s "
                                         "(reference vs fast vs bf16 vs DPM-Solver++)"),
+    "train": ("stdiff.bench.train", "training steps/s and clips/s per preset, dtype and op backend (fused vs "
+                                    "reference), share of time in convolutions"),
     "report": ("stdiff.bench.report", "turn a device's benchmark CSVs into README.md tables and PNG charts"),
 }
 
@@ -56,7 +58,19 @@ def _ops(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
 
 
-_EXTRA: dict[str, Callable[[argparse.ArgumentParser], None]] = {"predict": _predict, "ops": _ops}
+def _train(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--presets", nargs="+", default=None, help="default: tiny kth64 (tiny with --smoke)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                        help="bfloat16: the step under autocast, as `stdiff train --bf16`")
+    parser.add_argument("--backends", nargs="+", default=["fused", "reference"], choices=["fused", "reference"])
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="clips per step (default: 8 for tiny and on GPU, 1 for larger presets on CPU)")
+    parser.add_argument("--k", type=int, default=None, help="future frames per clip in the loss (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 5; 1 with --smoke)")
+
+
+_EXTRA: dict[str, Callable[[argparse.ArgumentParser], None]] = {"predict": _predict, "ops": _ops, "train": _train}
 
 
 def build(name: str, parser: argparse.ArgumentParser) -> None:

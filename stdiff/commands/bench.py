@@ -1,4 +1,4 @@
-"""``stdiff bench ops|sde|predict|report``: run a benchmark into CSVs, or render a results folder.
+"""``stdiff bench ops|sde|predict|train|report``: run a benchmark into CSVs, or render a results folder.
 
 All benchmarks are installed with the package (:mod:`stdiff.bench`); each writes CSV rows
 (device, versions, date, load average, ...) under ``--out`` (default
@@ -12,7 +12,7 @@ import importlib
 
 from ..bench.options import BENCHMARKS, build as build_options
 
-HELP = "benchmarks: fused ops, SDE solve, predictor speed, and their Markdown/PNG report"
+HELP = "benchmarks: fused ops, SDE solve, predictor speed, training speed, and their Markdown/PNG report"
 
 
 def build(parser: argparse.ArgumentParser) -> None:

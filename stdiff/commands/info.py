@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "versions, devices and available op backends"
+HELP = "versions, devices, the dtype \"auto\" picks on each (and why), available op backends"
 
 
 def build(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 HELP = "predict future frames of a video file or frame folder with a trained checkpoint"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_NAMES = ("prediction.gif", "grid.png", "frames", "prediction.npz")  # what a run writes into --out
 
 
@@ -44,7 +44,9 @@ def build(parser: argparse.ArgumentParser) -> None:
                                                                  "20 dpmpp)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="UNet precision (default float32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="UNet precision (default auto: bfloat16 where the device computes it natively, else "
+                             "float32; float32 with --reference; `stdiff info` says which)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default 0: torch's choice; 1 is faster on a busy machine)")
@@ -157,8 +159,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, out: Path) -> int:
-    import torch
-
     from ..prediction import future_times
     from ..predictor import Predictor
     from ..training.distributed import resolve_device
@@ -167,8 +167,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     set_threads(args.threads)
     device = resolve_device(args.device)
     predictor = Predictor.from_pretrained(args.checkpoint, exact_reference=args.reference, compile=args.compile,
-                                          device=device, dtype=getattr(torch, args.dtype),
-                                          trust_unverified=args.trust_unverified)
+                                          device=device, dtype=args.dtype, trust_unverified=args.trust_unverified)
     predictor.limits = work_limits(args)
     cfg = predictor.config
     context = cfg.num_observed if args.context is None else args.context

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sklearn_digits", "mnist_digits", "SKLEARN_TRAIN_COUNT"]
+__all__ = ["sklearn_digits", "sklearn_digit_labels", "mnist_digits", "SKLEARN_TRAIN_COUNT"]
 
 SKLEARN_TRAIN_COUNT = 1437  # first 80 % of the 1,797 bundled digits; the rest is the test bank
 
@@ -67,6 +67,15 @@ def sklearn_digits(size: int, split: str = "train") -> np.ndarray:
     _check_size(size)
     _check_split(split)
     return _sklearn_bank(size, split)
+
+
+def sklearn_digit_labels(split: str = "train") -> np.ndarray:
+    """The digit (0-9) of each image of :func:`sklearn_digits`'s ``split`` bank: (M,) int64."""
+    from sklearn.datasets import load_digits
+
+    _check_split(split)
+    labels = load_digits().target.astype(np.int64)
+    return labels[:SKLEARN_TRAIN_COUNT] if split == "train" else labels[SKLEARN_TRAIN_COUNT:]
 
 
 def _find_idx_file(root: Path, split: str) -> Path:

@@ -162,15 +162,26 @@ class MovingDigits(Dataset):
         return np.ascontiguousarray(canvas.transpose(0, 3, 1, 2))
 
     def _digits(self, index: int, hits: list[int] | None = None):
-        """The digits of clip ``index``: (image (d, d), colour (C,), path (T, 2)) each, from its own stream."""
+        """The digits of clip ``index``: (image (d, d), colour (C,), path (steps, 2)) each, from its own stream."""
+        for _, digit, colour, path in self._tracks(index, hits):
+            yield digit, colour, path
+
+    def _tracks(self, index: int, hits: list[int] | None = None):
+        """(bank index, image, colour, path) of each digit of clip ``index``."""
         if not 0 <= index < self.num_videos:
             raise IndexError(f"index {index} out of range for {self.num_videos} videos")
         rng = np.random.default_rng([self.seed, self.split_code, int(index)])
         limit = self.image_size - self.bank.shape[1]
         for _ in range(int(rng.integers(self.num_digits[0], self.num_digits[1] + 1))):
-            digit = self.bank[int(rng.integers(len(self.bank)))].astype(np.float32)
+            which = int(rng.integers(len(self.bank)))
+            digit = self.bank[which].astype(np.float32)
             colour = np.ones(1, np.float32) if self.channels == 1 else rng.uniform(0.2, 1.0, 3).astype(np.float32)
-            yield digit, colour / colour.max(), bounce_trajectory(rng, self.num_steps, limit, self.max_speed, hits)
+            yield which, digit, colour / colour.max(), bounce_trajectory(rng, self.num_steps, limit, self.max_speed, hits)
+
+    def digit_tracks(self, index: int) -> list[tuple[int, np.ndarray]]:
+        """(bank index, top-left positions (num_frames, 2) float64 at the clip's frame times) of each digit."""
+        times = np.arange(self.num_frames) / self.rate
+        return [(which, _positions_at(path, times)) for which, _, _, path in self._tracks(index)]
 
     @property
     def num_steps(self) -> int:

@@ -66,7 +66,7 @@ def quality_vs_speed(predictor, clips: Tensor, num_observed: int, settings: Sequ
         raise ValueError(f"settings must be a non-empty list of (sampler, steps, dtype), got {settings!r}")
     observed, truth = v[:, :num_observed], v[:, num_observed:].to(predictor.device)
     times = [float(t) for t in range(num_observed, v.shape[1])]
-    original = predictor.dtype
+    original = predictor.dtype_request  # e.g. "auto"
     rows = []
     try:
         for sampler, steps, dtype in rows_in:
