@@ -6,7 +6,9 @@ checkpoint, then :class:`.signals.TrainingInterrupted` is raised (see :mod:`.sig
 Outputs under ``config.out``: ``checkpoints/step-XXXXXXX/`` (training state, see
 :mod:`.state`), ``export/`` (config.json + model.safetensors with the EMA weights, loadable by
 :func:`stdiff.checkpoint.load_pretrained`), ``logs/`` (CSV, TensorBoard), ``previews/`` (GIFs)
-and ``train_config.yaml``. Runs single-process or under torchrun (see :mod:`.distributed`).
+and ``train_config.yaml``. Runs single-process or under torchrun (see :mod:`.distributed`). Rank 0
+holds the lock of ``config.out`` for the run (:func:`stdiff.fileio.folder_lock`); resuming follows
+:mod:`.resume`.
 """
 from __future__ import annotations
 
