@@ -146,7 +146,7 @@ def main() -> None:
         packages=packages,
         package_dir=package_dir,
         # the small checkpoint `stdiff demo` uses (config.json + model.safetensors of the tiny preset)
-        package_data={"stdiff": ["demo_checkpoint/config.json", "demo_checkpoint/model.safetensors"]},
+        package_data={"stdiff": ["demo_checkpoint/config.json", "demo_checkpoint/model.safetensors", "ops/schemas.def"]},
         ext_modules=extensions,
         cmdclass={"build_ext": _build_ext_class(build_extension.with_options(use_ninja=True), build_cuda)},
         zip_safe=False,

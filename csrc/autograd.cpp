@@ -1,8 +1,11 @@
 // Autograd of the stdiff::* forward ops, in C++ (one dispatcher hop, no Python per call): each
-// forward saves its inputs and the backward calls the matching stdiff::*_backward op, which
-// recomputes what it needs (sigmoid/tanh, SPADE statistics, the Philox noise). Registered for
-// the Autograd alias key, so it serves CPU and CUDA tensors alike; torch.compile traces through it
-// (AOTAutograd records the forward and backward ops; fake impls come from Python).
+// forward saves its inputs and the backward calls the matching stdiff::*_backward op with the
+// output mask of the inputs that need a gradient; the op recomputes what it needs (sigmoid/tanh,
+// SPADE statistics, the Philox noise). Registered for the Autograd alias key, so it serves CPU and
+// CUDA tensors alike; torch.compile traces through it (AOTAutograd records the forward and
+// backward ops; fake impls come from Python). A backward recorded for higher derivatives
+// (create_graph=True) dispatches the backward op through its own autograd, registered from Python
+// (stdiff/ops/backward.py); a first-order backward calls the kernels directly.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -24,14 +27,29 @@ c10::TypedOperatorHandle<Sig> handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
+// Calls a backward op: straight to the kernels in a first-order backward (grad mode off), through
+// the backward op's autograd when the backward itself is recorded (create_graph=True).
+template <typename Sig, typename... Args>
+auto call_backward(const c10::TypedOperatorHandle<Sig>& op, const Args&... args) {
+  if (at::GradMode::is_enabled()) return op.call(args...);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(args...);
+}
+
+// The next requested gradient of `grads` (a backward op's output: the requested ones, in order),
+// or an undefined tensor when `needed` is false.
+Tensor take(const std::vector<Tensor>& grads, size_t& next, bool needed) {
+  return needed ? grads[next++] : Tensor();
+}
+
 std::optional<Tensor> defined_or_none(const Tensor& t) {
   return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
 }
 
 // ------------------------------------------------------------------ convgru_gates
 using GatesSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&);
-using GatesBwdSig = std::tuple<Tensor, Tensor>(const std::optional<Tensor>&, const std::optional<Tensor>&,
-                                               const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+using GatesBwdSig = std::vector<Tensor>(const std::optional<Tensor>&, const std::optional<Tensor>&, const Tensor&,
+                                        const Tensor&, const Tensor&, const Tensor&, std::array<bool, 2>);
 
 struct GatesFunction : torch::autograd::Function<GatesFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& gx, const Tensor& gh, const Tensor& h) {
@@ -44,11 +62,15 @@ struct GatesFunction : torch::autograd::Function<GatesFunction> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = handle<GatesBwdSig>("stdiff::convgru_gates_backward");
-    if (!grads[0].defined() && !grads[1].defined()) return {Tensor(), Tensor(), Tensor()};
+    // mask: (grad_g, the gradient of gx and of gh; grad_h)
+    const std::array<bool, 2> mask{ctx->needs_input_grad(0) || ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
+    if ((!grads[0].defined() && !grads[1].defined()) || !(mask[0] || mask[1])) return {Tensor(), Tensor(), Tensor()};
     const auto saved = ctx->get_saved_variables();
-    auto [grad_g, grad_h] =
-        op.call(defined_or_none(grads[0]), defined_or_none(grads[1]), saved[3], saved[0], saved[1], saved[2]);
-    return {grad_g, grad_g, grad_h};
+    const std::vector<Tensor> g = call_backward(op, defined_or_none(grads[0]), defined_or_none(grads[1]), saved[3],
+                                                saved[0], saved[1], saved[2], mask);
+    size_t next = 0;
+    const Tensor grad_g = take(g, next, mask[0]), grad_h = take(g, next, mask[1]);
+    return {ctx->needs_input_grad(0) ? grad_g : Tensor(), ctx->needs_input_grad(1) ? grad_g : Tensor(), grad_h};
   }
 };
 
@@ -59,8 +81,8 @@ std::tuple<Tensor, Tensor> convgru_gates(const Tensor& gx, const Tensor& gh, con
 
 // ------------------------------------------------------------------ convgru_update
 using UpdateSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool);
-using UpdateBwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                                        const Tensor&, bool);
+using UpdateBwdSig = std::vector<Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                         bool, std::array<bool, 3>);
 
 struct UpdateFunction : torch::autograd::Function<UpdateFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& cx, const Tensor& ch, const Tensor& u, const Tensor& h,
@@ -73,9 +95,17 @@ struct UpdateFunction : torch::autograd::Function<UpdateFunction> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = handle<UpdateBwdSig>("stdiff::convgru_update_backward");
+    // mask: (grad_c, the gradient of cx and of ch; grad_u; grad_h)
+    const std::array<bool, 3> mask{ctx->needs_input_grad(0) || ctx->needs_input_grad(1), ctx->needs_input_grad(2),
+                                   ctx->needs_input_grad(3)};
+    if (!(mask[0] || mask[1] || mask[2])) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     const auto s = ctx->get_saved_variables();
-    auto [grad_c, grad_u, grad_h] = op.call(grads[0], s[0], s[1], s[2], s[3], ctx->saved_data["standard"].toBool());
-    return {grad_c, grad_c, grad_u, grad_h, Tensor()};
+    const std::vector<Tensor> g =
+        call_backward(op, grads[0], s[0], s[1], s[2], s[3], ctx->saved_data["standard"].toBool(), mask);
+    size_t next = 0;
+    const Tensor grad_c = take(g, next, mask[0]), grad_u = take(g, next, mask[1]), grad_h = take(g, next, mask[2]);
+    return {ctx->needs_input_grad(0) ? grad_c : Tensor(), ctx->needs_input_grad(1) ? grad_c : Tensor(), grad_u,
+            grad_h, Tensor()};
   }
 };
 
@@ -86,12 +116,6 @@ Tensor convgru_update(const Tensor& cx, const Tensor& ch, const Tensor& u, const
 // ------------------------------------------------------------------ spade_norm
 using SpadeSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&, double);
 using SpadeBwdSig = std::vector<Tensor>(const Tensor&, const Tensor&, const Tensor&, double, std::array<bool, 3>);
-
-// The next requested gradient of `grads` (a backward op's output: the requested ones, in order),
-// or an undefined tensor when `needed` is false.
-Tensor take(const std::vector<Tensor>& grads, size_t& next, bool needed) {
-  return needed ? grads[next++] : Tensor();
-}
 
 struct SpadeFunction : torch::autograd::Function<SpadeFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& gamma, const Tensor& beta,
@@ -111,7 +135,8 @@ struct SpadeFunction : torch::autograd::Function<SpadeFunction> {
     const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                    has_bias && ctx->needs_input_grad(3)};
     std::vector<Tensor> g;
-    if (mask[0] || mask[1] || mask[2]) g = op.call(grads[0], s[0], s[1], ctx->saved_data["eps"].toDouble(), mask);
+    if (mask[0] || mask[1] || mask[2])
+      g = call_backward(op, grads[0], s[0], s[1], ctx->saved_data["eps"].toDouble(), mask);
     size_t next = 0;
     const Tensor grad_h = take(g, next, mask[0]), grad_gamma = take(g, next, mask[1]);
     const Tensor grad_bias = take(g, next, mask[2]);
@@ -169,8 +194,9 @@ struct StepFunction : torch::autograd::Function<StepFunction> {
                                    has_dw && ctx->needs_input_grad(3)};
     std::vector<Tensor> g;
     if (mask[0] || mask[1] || mask[2] || mask[3])
-      g = op.call(grads[0], s[0], defined_or_none(s[1]), ctx->saved_data["dt"].toDouble(), defined_or_none(s[2]),
-                  ctx->saved_data["raw"].toBool(), saved_seed(ctx), ctx->saved_data["offset"].toInt(), mask);
+      g = call_backward(op, grads[0], s[0], defined_or_none(s[1]), ctx->saved_data["dt"].toDouble(),
+                        defined_or_none(s[2]), ctx->saved_data["raw"].toBool(), saved_seed(ctx),
+                        ctx->saved_data["offset"].toInt(), mask);
     size_t next = 0;
     const Tensor grad_f = take(g, next, mask[0]), grad_g = take(g, next, mask[1]);
     const Tensor grad_gp = take(g, next, mask[2]), grad_dw = take(g, next, mask[3]);
@@ -202,8 +228,9 @@ struct PredictFunction : torch::autograd::Function<PredictFunction> {
     const std::array<bool, 2> mask{ctx->needs_input_grad(1), s[1].defined() && ctx->needs_input_grad(2)};
     std::vector<Tensor> g;
     if (mask[0] || mask[1])
-      g = op.call(grads[0], s[0], defined_or_none(s[1]), dt.isNone() ? std::nullopt : std::optional<double>(dt.toDouble()),
-                  ctx->saved_data["raw"].toBool(), saved_seed(ctx), ctx->saved_data["offset"].toInt(), mask);
+      g = call_backward(op, grads[0], s[0], defined_or_none(s[1]),
+                        dt.isNone() ? std::nullopt : std::optional<double>(dt.toDouble()),
+                        ctx->saved_data["raw"].toBool(), saved_seed(ctx), ctx->saved_data["offset"].toInt(), mask);
     size_t next = 0;
     const Tensor grad_g = take(g, next, mask[0]), grad_dw = take(g, next, mask[1]);
     return {ctx->needs_input_grad(0) ? grads[0] : Tensor(), grad_g, grad_dw, Tensor(), Tensor(), Tensor(), Tensor()};

@@ -17,8 +17,8 @@ struct GatesArgs {
   const void* grad_u;   // backward: may be null (zero gradient)
   const void* grad_rh;  // backward: may be null (zero gradient)
   const void* saved_u;  // backward: the forward output u (its sigmoid is not recomputed)
-  void* grad_g;         // backward: (B, 2L), the gradient of gx and of gh
-  void* grad_h;         // backward: (B, L)
+  void* grad_g;         // backward: (B, 2L), the gradient of gx and of gh; null when not requested
+  void* grad_h;         // backward: (B, L); null when not requested
   int64_t L;
 };
 
@@ -30,7 +30,7 @@ struct UpdateArgs {
   const void* h;
   void* out;
   const void* grad;  // backward
-  void* grad_c;      // backward: gradient of cx and of ch
+  void* grad_c;      // backward: gradient of cx and of ch; each grad_* null when not requested
   void* grad_u;
   void* grad_h;
   bool standard;

@@ -44,14 +44,16 @@ inline GatesPlan plan_gates_fwd(const char* op, const at::Tensor& gx, const at::
   return p;
 }
 
+// Allocates the gradients that `mask` requests: (grad_g, the gradient of gx and of gh; grad_h).
 inline GatesPlan plan_gates_bwd(const char* op, const at::Tensor& grad_u, const at::Tensor& grad_rh,
-                                const at::Tensor& u, const at::Tensor& gx, const at::Tensor& gh, const at::Tensor& h) {
+                                const at::Tensor& u, const at::Tensor& gx, const at::Tensor& gh, const at::Tensor& h,
+                                std::array<bool, 2> mask) {
   GatesPlan p{gx, gh, h, grad_u, grad_rh, u};
   gates_common(op, p);
   check_like(op, "u", u, "h", h, h.sizes());
   const Layout layout = common_layout({&p.gx, &p.gh, &p.h, &p.grad_u, &p.grad_rh, &p.saved_u}, true);
-  p.grad_g = empty_with(p.gx.sizes(), p.h, layout);
-  p.grad_h = empty_with(p.h.sizes(), p.h, layout);
+  if (mask[0]) p.grad_g = empty_with(p.gx.sizes(), p.h, layout);
+  if (mask[1]) p.grad_h = empty_with(p.h.sizes(), p.h, layout);
   const auto s = p.h.sizes();
   p.seg_len = layout == Layout::ChannelsLast ? s[1] : s[1] * s[2] * s[3];
   p.segments = p.seg_len == 0 ? 0 : p.h.numel() / p.seg_len;
@@ -65,8 +67,11 @@ struct UpdatePlan {
   DType dtype;
 };
 
+// Forward when grad is undefined; backward otherwise, allocating the gradients that `mask`
+// requests: (grad_c, the gradient of cx and of ch; grad_u; grad_h).
 inline UpdatePlan plan_update(const char* op, const at::Tensor& grad, const at::Tensor& cx, const at::Tensor& ch,
-                              const at::Tensor& u, const at::Tensor& h) {
+                              const at::Tensor& u, const at::Tensor& h,
+                              std::array<bool, 3> mask = {true, true, true}) {
   UpdatePlan p{cx, ch, u, h, grad};
   p.dtype = dtype_of(op, h);
   check_like(op, "cx", cx, "h", h, h.sizes());
@@ -75,9 +80,9 @@ inline UpdatePlan plan_update(const char* op, const at::Tensor& grad, const at::
   if (grad.defined()) check_like(op, "grad", grad, "h", h, h.sizes());
   const Layout layout = common_layout({&p.cx, &p.ch, &p.u, &p.h, &p.grad}, true);
   if (grad.defined()) {
-    p.grad_c = empty_with(h.sizes(), h, layout);
-    p.grad_u = empty_with(h.sizes(), h, layout);
-    p.grad_h = empty_with(h.sizes(), h, layout);
+    if (mask[0]) p.grad_c = empty_with(h.sizes(), h, layout);
+    if (mask[1]) p.grad_u = empty_with(h.sizes(), h, layout);
+    if (mask[2]) p.grad_h = empty_with(h.sizes(), h, layout);
   } else {
     p.out = empty_with(h.sizes(), h, layout);
   }

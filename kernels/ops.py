@@ -1,9 +1,10 @@
 """The Triton kernels as PyTorch custom ops ``stdiff_triton::<op>`` (and ``<op>_backward``).
 
 Every op is a ``torch.library.custom_op`` defined with the schema of the op contract
-(``stdiff.ops.contract.SCHEMAS``, the same as the C++ ``stdiff::`` ops), with a fake (meta)
-implementation and, for the forward ops, an autograd formula that calls the backward op with
-``output_mask = ctx.needs_input_grad``. The ops are opaque to ``torch.compile`` and pass
+(``stdiff.ops.contract.SCHEMAS``, the same as the C++ ``stdiff::`` ops) and the contract's fake
+(meta) implementation (``contract.FAKES``). The forward ops' autograd formulas call the backward
+op with ``output_mask`` from ``ctx.needs_input_grad``; the backward ops' autograd (double
+backward) is the reference formula of :mod:`stdiff.ops.backward`. The ops are opaque to ``torch.compile`` and pass
 ``torch.library.opcheck``; ``triton_op``/``wrap_triton`` is not used because it fails
 ``opcheck``'s fake-tensor test and ``torch.compile`` under ``TRITON_INTERPRET=1``.
 Outputs follow the contract's layout rule (``output_format``).
@@ -15,7 +16,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from stdiff.ops.contract import SCHEMAS, output_format
+from stdiff.ops.backward import register_double_backward
+from stdiff.ops.contract import FAKES, SCHEMAS
 
 from . import convgru, sde, spade
 
@@ -24,12 +26,25 @@ _SEED_MASK = (1 << 63) - 1
 
 
 def _op(name: str):
-    """Decorator: ``fn`` as the custom op ``stdiff_triton::name`` with the contract's schema."""
-    return torch.library.custom_op(f"{_NS}::{name}", mutates_args=(), schema=SCHEMAS[name])
+    """Decorator: ``fn`` as the custom op ``stdiff_triton::name`` with the contract's schema and fake."""
+
+    def define(fn):
+        op = torch.library.custom_op(f"{_NS}::{name}", mutates_args=(), schema=SCHEMAS[name])(fn)
+        op.register_fake(FAKES[name])
+        return op
+
+    return define
 
 
-def _like(t: Tensor, fmt: torch.memory_format) -> Tensor:
-    return torch.empty_like(t, memory_format=fmt)
+def _asked(output_mask: list[bool], *grads: Optional[Tensor]) -> list[Tensor]:
+    """The computed gradients (None: not asked for) in the order of the mask."""
+    return [g for g, needed in zip(grads, output_mask) if needed]
+
+
+def _taken(grads: list[Tensor], mask: list[bool]) -> list[Optional[Tensor]]:
+    """A backward op's output (the asked gradients, in order) spread over the mask (None elsewhere)."""
+    it = iter(grads)
+    return [next(it) if needed else None for needed in mask]
 
 
 def _seed(seed: Optional[int]) -> int:
@@ -43,23 +58,9 @@ def convgru_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
     return convgru.gates_forward(gx, gh, h)
 
 
-@convgru_gates.register_fake
-def _(gx, gh, h):
-    fmt = output_format(gx, gh, h)
-    return _like(h, fmt), _like(h, fmt)
-
-
 @_op("convgru_gates_backward")
-def convgru_gates_backward(grad_u, grad_rh, u, gx, gh, h) -> tuple[Tensor, Tensor]:
-    du = torch.zeros_like(h) if grad_u is None else grad_u
-    drh = torch.zeros_like(h) if grad_rh is None else grad_rh
-    return convgru.gates_backward(gx, gh, h, du, drh)
-
-
-@convgru_gates_backward.register_fake
-def _(grad_u, grad_rh, u, gx, gh, h):
-    fmt = output_format(gx, gh, h, grad_u, grad_rh, u)
-    return _like(gx, fmt), _like(h, fmt)
+def convgru_gates_backward(grad_u, grad_rh, u, gx, gh, h, output_mask) -> list[Tensor]:
+    return _asked(output_mask, *convgru.gates_backward(u, gx, gh, h, grad_u, grad_rh, *output_mask))
 
 
 def _gates_setup(ctx, inputs, output) -> None:
@@ -68,11 +69,13 @@ def _gates_setup(ctx, inputs, output) -> None:
 
 
 def _gates_grad(ctx, du: Optional[Tensor], drh: Optional[Tensor]):
-    if du is None and drh is None:
+    need = ctx.needs_input_grad
+    mask = [need[0] or need[1], need[2]]  # (d(gx) = d(gh), d(h))
+    if (du is None and drh is None) or not any(mask):
         return None, None, None
     gx, gh, h, u = ctx.saved_tensors
-    ds, dh = convgru_gates_backward(du, drh, u, gx, gh, h)
-    return ds, ds, dh
+    ds, dh = _taken(convgru_gates_backward(du, drh, u, gx, gh, h, mask), mask)
+    return (ds if need[0] else None), (ds if need[1] else None), dh
 
 
 convgru_gates.register_autograd(_gates_grad, setup_context=_gates_setup)
@@ -84,20 +87,9 @@ def convgru_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool 
     return convgru.update_forward(cx, ch, u, h, standard)
 
 
-@convgru_update.register_fake
-def _(cx, ch, u, h, standard=False):
-    return _like(h, output_format(cx, ch, u, h))
-
-
 @_op("convgru_update_backward")
-def convgru_update_backward(grad, cx, ch, u, h, standard) -> tuple[Tensor, Tensor, Tensor]:
-    return convgru.update_backward(grad, cx, ch, u, h, standard)
-
-
-@convgru_update_backward.register_fake
-def _(grad, cx, ch, u, h, standard):
-    fmt = output_format(cx, ch, u, h, grad)
-    return tuple(_like(h, fmt) for _ in range(3))
+def convgru_update_backward(grad, cx, ch, u, h, standard, output_mask) -> list[Tensor]:
+    return _asked(output_mask, *convgru.update_backward(grad, cx, ch, u, h, standard, *output_mask))
 
 
 def _update_setup(ctx, inputs, output) -> None:
@@ -106,8 +98,12 @@ def _update_setup(ctx, inputs, output) -> None:
 
 
 def _update_grad(ctx, grad: Tensor):
-    ds, du, dh = convgru_update_backward(grad, *ctx.saved_tensors, ctx.standard)
-    return ds, ds, du, dh, None
+    need = ctx.needs_input_grad
+    mask = [need[0] or need[1], need[2], need[3]]  # (d(cx) = d(ch), d(u), d(h))
+    if not any(mask):
+        return None, None, None, None, None
+    ds, du, dh = _taken(convgru_update_backward(grad, *ctx.saved_tensors, ctx.standard, mask), mask)
+    return (ds if need[0] else None), (ds if need[1] else None), du, dh, None
 
 
 convgru_update.register_autograd(_update_grad, setup_context=_update_setup)
@@ -119,21 +115,9 @@ def spade_norm(h: Tensor, gamma: Tensor, beta: Tensor, bias: Optional[Tensor] = 
     return spade.spade_forward(h, gamma, beta, bias, eps)
 
 
-@spade_norm.register_fake
-def _(h, gamma, beta, bias=None, eps=1e-5):
-    return _like(h, output_format(h, gamma, beta))
-
-
 @_op("spade_norm_backward")
 def spade_norm_backward(grad: Tensor, h: Tensor, gamma: Tensor, eps: float, output_mask: list[bool]) -> list[Tensor]:
     return spade.spade_backward(grad, h, gamma, eps, output_mask)
-
-
-@spade_norm_backward.register_fake
-def _(grad, h, gamma, eps, output_mask):
-    fmt = output_format(h, gamma, grad)
-    grads = (_like(h, fmt), _like(h, fmt), h.new_empty(h.shape[:2]))
-    return [t for t, needed in zip(grads, output_mask) if needed]
 
 
 def _spade_setup(ctx, inputs, output) -> None:
@@ -145,8 +129,7 @@ def _spade_setup(ctx, inputs, output) -> None:
 def _spade_grad(ctx, grad: Tensor):
     need = ctx.needs_input_grad
     mask = [need[0], need[1], ctx.has_bias and need[3]]
-    grads = iter(spade_norm_backward(grad, *ctx.saved_tensors, ctx.eps, mask) if any(mask) else [])
-    dh, dgamma, dbias = (next(grads) if needed else None for needed in mask)
+    dh, dgamma, dbias = _taken(spade_norm_backward(grad, *ctx.saved_tensors, ctx.eps, mask) if any(mask) else [], mask)
     return dh, dgamma, (grad if need[2] else None), dbias, None
 
 
@@ -159,19 +142,9 @@ def sde_step(y, f, g, dW, dt, g_pred=None, g_is_raw=False, seed=None, offset=0) 
     return sde.sde_forward(y, f, g, dW, dt, g_pred, g_is_raw, _seed(seed), offset)
 
 
-@sde_step.register_fake
-def _(y, f, g, dW, dt, g_pred=None, g_is_raw=False, seed=None, offset=0):
-    return _like(y, output_format(y, f, g, dW, g_pred, allow_channels_last=dW is not None))
-
-
 @_op("sde_predict")
 def sde_predict(y, g, dW, dt=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
     return sde.sde_forward(y, None, g, dW, 0.0 if dt is None else dt, None, g_is_raw, _seed(seed), offset)
-
-
-@sde_predict.register_fake
-def _(y, g, dW, dt=None, g_is_raw=False, seed=None, offset=0):
-    return _like(y, output_format(y, g, dW, allow_channels_last=dW is not None))
 
 
 @_op("sde_step_backward")
@@ -191,22 +164,6 @@ def sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset, output_mask) -
                             need_w and dW is not None)
 
 
-def _fake_sde_grads(grad, g, g_pred, dW, present_and_needed) -> list[Tensor]:
-    fmt = output_format(grad, g, g_pred, dW, allow_channels_last=dW is not None)
-    return [_like(g, fmt) for needed in present_and_needed if needed]
-
-
-@sde_step_backward.register_fake
-def _(grad, g, dW, dt, g_pred, g_is_raw, seed, offset, output_mask):
-    has = (True, True, g_pred is not None, dW is not None)
-    return _fake_sde_grads(grad, g, g_pred, dW, [a and b for a, b in zip(has, output_mask)])
-
-
-@sde_predict_backward.register_fake
-def _(grad, g, dW, dt, g_is_raw, seed, offset, output_mask):
-    return _fake_sde_grads(grad, g, None, dW, [output_mask[0], output_mask[1] and dW is not None])
-
-
 def _step_setup(ctx, inputs, output) -> None:
     y, f, g, dW, dt, g_pred, g_is_raw, seed, offset = inputs
     ctx.save_for_backward(g, dW, g_pred)
@@ -217,8 +174,8 @@ def _step_grad(ctx, grad: Tensor):
     g, dW, g_pred = ctx.saved_tensors
     need = ctx.needs_input_grad  # (y, f, g, dW, dt, g_pred, ...)
     mask = [need[1], need[2], g_pred is not None and need[5], dW is not None and need[3]]
-    grads = iter(sde_step_backward(grad, g, dW, ctx.scalars[0], g_pred, *ctx.scalars[1:], mask) if any(mask) else [])
-    df, dg, dgp, dw = (next(grads) if needed else None for needed in mask)
+    grads = sde_step_backward(grad, g, dW, ctx.scalars[0], g_pred, *ctx.scalars[1:], mask) if any(mask) else []
+    df, dg, dgp, dw = _taken(grads, mask)
     return (grad if need[0] else None), df, dg, dw, None, dgp, None, None, None
 
 
@@ -232,10 +189,10 @@ def _predict_grad(ctx, grad: Tensor):
     g, dW = ctx.saved_tensors
     need = ctx.needs_input_grad  # (y, g, dW, ...)
     mask = [need[1], dW is not None and need[2]]
-    grads = iter(sde_predict_backward(grad, g, dW, *ctx.scalars, mask) if any(mask) else [])
-    dg, dw = (next(grads) if needed else None for needed in mask)
+    dg, dw = _taken(sde_predict_backward(grad, g, dW, *ctx.scalars, mask) if any(mask) else [], mask)
     return (grad if need[0] else None), dg, dw, None, None, None, None
 
 
 sde_step.register_autograd(_step_grad, setup_context=_step_setup)
 sde_predict.register_autograd(_predict_grad, setup_context=_predict_setup)
+register_double_backward(_NS)

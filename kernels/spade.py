@@ -3,8 +3,9 @@
 h, gamma, beta are viewed as R = N*C rows of HW = H*W elements (NCHW-contiguous: channels_last
 inputs are copied to NCHW for the kernels and the results copied back to channels_last, as the
 op contract's layout rule asks; NHWC kernels would save those copies). Everything is computed in
-float32, whatever the input dtype. The backward pass recomputes the per-row mean and 1/std
-(float32, (N, C)) from h, as the C++/CUDA kernels do, instead of keeping them.
+float32, whatever the input dtype. The forward pass keeps its row statistics in the kernels; the
+backward pass recomputes the per-row mean and 1/std (float32, (N, C)) from h, as the C++/CUDA
+kernels do, and computes and writes only the gradients its output mask asks for.
 
 Two paths:
 - rows (HW <= SINGLE_PASS_MAX_HW): one kernel; a program holds ROWS whole rows in registers,
@@ -74,7 +75,7 @@ def _chunk_sizes(HW, NCH, CHUNK: tl.constexpr, NCH_P2: tl.constexpr):
 
 @triton.jit
 def _spade_fwd_rows_kernel(
-    x_ptr, gam_ptr, bet_ptr, bias_ptr, out_ptr, mean_ptr, rstd_ptr, R, HW, eps,
+    x_ptr, gam_ptr, bet_ptr, bias_ptr, out_ptr, R, HW, eps,
     HAS_BIAS: tl.constexpr, BLOCK_HW: tl.constexpr, TILE: tl.constexpr,
 ):
     rows, offs, mask = _row_block(R, HW, BLOCK_HW, TILE)
@@ -87,8 +88,6 @@ def _spade_fwd_rows_kernel(
     if HAS_BIAS:
         out += _load32(bias_ptr, rows, rmask)[:, None]
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(mean_ptr + rows, mean, mask=rmask)
-    tl.store(rstd_ptr + rows, rstd, mask=rmask)
 
 
 @triton.jit
@@ -103,7 +102,7 @@ def _spade_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, HW, NCH, CHUNK: tl.constexpr)
 
 @triton.jit
 def _spade_fwd_split_kernel(
-    x_ptr, gam_ptr, bet_ptr, bias_ptr, out_ptr, mean_ptr, rstd_ptr, pmean_ptr, pm2_ptr, HW, NCH, eps,
+    x_ptr, gam_ptr, bet_ptr, bias_ptr, out_ptr, pmean_ptr, pm2_ptr, HW, NCH, eps,
     HAS_BIAS: tl.constexpr, CHUNK: tl.constexpr, NCH_P2: tl.constexpr,
 ):
     row, ch, offs, mask = _chunk(HW, NCH, CHUNK)
@@ -117,61 +116,69 @@ def _spade_fwd_split_kernel(
     if HAS_BIAS:
         out += tl.load(bias_ptr + row).to(tl.float32)
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(mean_ptr + row, mean, mask=ch == 0)
-    tl.store(rstd_ptr + row, rstd, mask=ch == 0)
 
 
 @triton.jit
 def _spade_bwd_rows_kernel(
     go_ptr, x_ptr, gam_ptr, mean_ptr, rstd_ptr, dx_ptr, dgam_ptr, dbias_ptr, R, HW,
-    HAS_BIAS: tl.constexpr, BLOCK_HW: tl.constexpr, TILE: tl.constexpr,
+    NEED_H: tl.constexpr, NEED_GAMMA: tl.constexpr, NEED_BIAS: tl.constexpr,
+    BLOCK_HW: tl.constexpr, TILE: tl.constexpr,
 ):
     rows, offs, mask = _row_block(R, HW, BLOCK_HW, TILE)
     rmask = rows < R
-    mean = tl.load(mean_ptr + rows, mask=rmask, other=0.0)
-    rstd = tl.load(rstd_ptr + rows, mask=rmask, other=0.0)
-    xhat = tl.where(mask, (_load32(x_ptr, offs, mask) - mean[:, None]) * rstd[:, None], 0.0)
     go = _load32(go_ptr, offs, mask)
-    dxhat = go * (1.0 + _load32(gam_ptr, offs, mask))
-    tl.store(dgam_ptr + offs, (go * xhat).to(dgam_ptr.dtype.element_ty), mask=mask)
-    c1 = tl.sum(dxhat, axis=1) / HW
-    c2 = tl.sum(dxhat * xhat, axis=1) / HW
-    dx = rstd[:, None] * (dxhat - c1[:, None] - xhat * c2[:, None])
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-    if HAS_BIAS:
+    if NEED_H or NEED_GAMMA:
+        mean = tl.load(mean_ptr + rows, mask=rmask, other=0.0)
+        rstd = tl.load(rstd_ptr + rows, mask=rmask, other=0.0)
+        xhat = tl.where(mask, (_load32(x_ptr, offs, mask) - mean[:, None]) * rstd[:, None], 0.0)
+    if NEED_GAMMA:
+        tl.store(dgam_ptr + offs, (go * xhat).to(dgam_ptr.dtype.element_ty), mask=mask)
+    if NEED_H:
+        dxhat = go * (1.0 + _load32(gam_ptr, offs, mask))
+        c1 = tl.sum(dxhat, axis=1) / HW
+        c2 = tl.sum(dxhat * xhat, axis=1) / HW
+        dx = rstd[:, None] * (dxhat - c1[:, None] - xhat * c2[:, None])
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    if NEED_BIAS:
         tl.store(dbias_ptr + rows, tl.sum(go, axis=1).to(dbias_ptr.dtype.element_ty), mask=rmask)
 
 
 @triton.jit
 def _spade_bwd_partial_kernel(
-    go_ptr, x_ptr, gam_ptr, mean_ptr, rstd_ptr, dgam_ptr, p1_ptr, p2_ptr, p3_ptr, HW, NCH, CHUNK: tl.constexpr
+    go_ptr, x_ptr, gam_ptr, mean_ptr, rstd_ptr, dgam_ptr, p1_ptr, p2_ptr, p3_ptr, HW, NCH,
+    NEED_H: tl.constexpr, NEED_GAMMA: tl.constexpr, NEED_BIAS: tl.constexpr, CHUNK: tl.constexpr,
 ):
     row, ch, offs, mask = _chunk(HW, NCH, CHUNK)
-    xhat = tl.where(mask, (_load32(x_ptr, offs, mask) - tl.load(mean_ptr + row)) * tl.load(rstd_ptr + row), 0.0)
     go = _load32(go_ptr, offs, mask)
-    dxhat = go * (1.0 + _load32(gam_ptr, offs, mask))
-    tl.store(dgam_ptr + offs, (go * xhat).to(dgam_ptr.dtype.element_ty), mask=mask)
     pid = tl.program_id(0)
-    tl.store(p1_ptr + pid, tl.sum(dxhat, axis=0))
-    tl.store(p2_ptr + pid, tl.sum(dxhat * xhat, axis=0))
-    tl.store(p3_ptr + pid, tl.sum(go, axis=0))
+    if NEED_H or NEED_GAMMA:
+        xhat = tl.where(mask, (_load32(x_ptr, offs, mask) - tl.load(mean_ptr + row)) * tl.load(rstd_ptr + row), 0.0)
+    if NEED_GAMMA:
+        tl.store(dgam_ptr + offs, (go * xhat).to(dgam_ptr.dtype.element_ty), mask=mask)
+    if NEED_H:
+        dxhat = go * (1.0 + _load32(gam_ptr, offs, mask))
+        tl.store(p1_ptr + pid, tl.sum(dxhat, axis=0))
+        tl.store(p2_ptr + pid, tl.sum(dxhat * xhat, axis=0))
+    if NEED_BIAS:
+        tl.store(p3_ptr + pid, tl.sum(go, axis=0))
 
 
 @triton.jit
 def _spade_bwd_split_kernel(
     go_ptr, x_ptr, gam_ptr, mean_ptr, rstd_ptr, dx_ptr, dbias_ptr, p1_ptr, p2_ptr, p3_ptr, HW, NCH,
-    HAS_BIAS: tl.constexpr, CHUNK: tl.constexpr, NCH_P2: tl.constexpr,
+    NEED_H: tl.constexpr, NEED_BIAS: tl.constexpr, CHUNK: tl.constexpr, NCH_P2: tl.constexpr,
 ):
     row, ch, offs, mask = _chunk(HW, NCH, CHUNK)
     k = tl.arange(0, NCH_P2)
     valid = k < NCH
-    c1 = tl.sum(tl.load(p1_ptr + row * NCH + k, mask=valid, other=0.0), axis=0) / HW
-    c2 = tl.sum(tl.load(p2_ptr + row * NCH + k, mask=valid, other=0.0), axis=0) / HW
-    rstd = tl.load(rstd_ptr + row)
-    xhat = tl.where(mask, (_load32(x_ptr, offs, mask) - tl.load(mean_ptr + row)) * rstd, 0.0)
-    dxhat = _load32(go_ptr, offs, mask) * (1.0 + _load32(gam_ptr, offs, mask))
-    tl.store(dx_ptr + offs, (rstd * (dxhat - c1 - xhat * c2)).to(dx_ptr.dtype.element_ty), mask=mask)
-    if HAS_BIAS:
+    if NEED_H:
+        c1 = tl.sum(tl.load(p1_ptr + row * NCH + k, mask=valid, other=0.0), axis=0) / HW
+        c2 = tl.sum(tl.load(p2_ptr + row * NCH + k, mask=valid, other=0.0), axis=0) / HW
+        rstd = tl.load(rstd_ptr + row)
+        xhat = tl.where(mask, (_load32(x_ptr, offs, mask) - tl.load(mean_ptr + row)) * rstd, 0.0)
+        dxhat = _load32(go_ptr, offs, mask) * (1.0 + _load32(gam_ptr, offs, mask))
+        tl.store(dx_ptr + offs, (rstd * (dxhat - c1 - xhat * c2)).to(dx_ptr.dtype.element_ty), mask=mask)
+    if NEED_BIAS:
         dbias = tl.sum(tl.load(p3_ptr + row * NCH + k, mask=valid, other=0.0), axis=0)
         tl.store(dbias_ptr + row, dbias.to(dbias_ptr.dtype.element_ty), mask=ch == 0)
 
@@ -211,7 +218,7 @@ def spade_forward(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None, e
     dtype and the inputs' common layout."""
     check_device(*(t for t in (h, gamma, beta, bias) if t is not None))
     fmt = output_format(h, gamma, beta)
-    out, _, _ = _forward(h.contiguous(), gamma.contiguous(), beta.contiguous(), bias, eps)
+    out = _forward(h.contiguous(), gamma.contiguous(), beta.contiguous(), bias, eps)
     return out.contiguous(memory_format=fmt)
 
 
@@ -221,65 +228,71 @@ def _row_stats(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return mean.contiguous(), torch.rsqrt(var + eps).contiguous()
 
 
-def _forward(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """out (NCHW) and the float32 row statistics mean, 1/std (N, C) of NCHW-contiguous inputs."""
+def _forward(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """out (NCHW) of NCHW-contiguous inputs (the row statistics stay in the kernels)."""
     bias_arg = h if bias is None else bias.contiguous()
     out = torch.empty_like(h)
-    mean = torch.zeros(h.shape[:2], dtype=torch.float32, device=h.device)
-    rstd = torch.zeros_like(mean)
     R, HW = _rows(h)
     if R == 0 or HW == 0:
-        return out, mean, rstd
+        return out
     if HW <= SINGLE_PASS_MAX_HW:
         _launch_rows(
             _spade_fwd_rows_kernel, _fwd_rows, R, HW,
-            h, gamma, beta, bias_arg, out, mean, rstd, R, HW, eps, HAS_BIAS=bias is not None,
+            h, gamma, beta, bias_arg, out, R, HW, eps, HAS_BIAS=bias is not None,
         )
-        return out, mean, rstd
+        return out
     nch = triton.cdiv(HW, SPLIT_CHUNK)
     part = torch.empty(2, R * nch, dtype=torch.float32, device=h.device)
     _launch_chunks(_spade_stats_kernel, _stats, R, nch, h, part[0], part[1], HW, nch)
     _launch_chunks(
         _spade_fwd_split_kernel, _fwd_split, R, nch,
-        h, gamma, beta, bias_arg, out, mean, rstd, part[0], part[1], HW, nch, eps,
+        h, gamma, beta, bias_arg, out, part[0], part[1], HW, nch, eps,
         HAS_BIAS=bias is not None, NCH_P2=triton.next_power_of_2(nch),
     )
-    return out, mean, rstd
+    return out
 
 
 def spade_backward(go: Tensor, h: Tensor, gamma: Tensor, eps: float, output_mask: list[bool]) -> list[Tensor]:
     """The gradients ``output_mask`` asks for among (d(h), d(gamma), d(bias) (N, C)), in order,
-    given the output gradient ``go``; d(beta) is ``go`` itself. Layout: the inputs' common one."""
+    given the output gradient ``go``; d(beta) is ``go`` itself. Only those are computed and
+    written. Layout: the inputs' common one."""
     check_device(go, h, gamma)
     fmt = output_format(h, gamma, go)
-    grads = _backward(go.contiguous(), h.contiguous(), gamma.contiguous(), eps, bool(output_mask[2]))
-    grads = (grads[0].contiguous(memory_format=fmt), grads[1].contiguous(memory_format=fmt), grads[2])
-    return [t for t, needed in zip(grads, output_mask) if needed]
+    need = [bool(m) for m in output_mask]
+    grads = _backward(go.contiguous(), h.contiguous(), gamma.contiguous(), eps, *need)
+    grads = [t.contiguous(memory_format=fmt) if i < 2 and t is not None else t for i, t in enumerate(grads)]
+    return [t for t, needed in zip(grads, need) if needed]
 
 
-def _backward(go: Tensor, h: Tensor, gamma: Tensor, eps: float, has_bias: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(d(h), d(gamma), d(bias) or None) of NCHW-contiguous inputs."""
-    dx, dgam = torch.empty_like(h), torch.empty_like(gamma)
-    dbias = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device) if has_bias else None
+def _backward(
+    go: Tensor, h: Tensor, gamma: Tensor, eps: float, need_h: bool, need_gamma: bool, need_bias: bool
+) -> list[Tensor | None]:
+    """[d(h), d(gamma), d(bias)] of NCHW-contiguous inputs, None for those not needed."""
+    dx = torch.empty_like(h) if need_h else None
+    dgam = torch.empty_like(gamma) if need_gamma else None
+    dbias = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device) if need_bias else None
     R, HW = _rows(h)
-    if R == 0 or HW == 0:
-        return dx, dgam, dbias
-    mean, rstd = _row_stats(h, eps)
-    dbias_arg = h if dbias is None else dbias
+    if R == 0 or HW == 0 or not (need_h or need_gamma or need_bias):
+        return [dx, dgam, dbias]
+    mean, rstd = _row_stats(h, eps) if (need_h or need_gamma) else (h, h)  # unused when neither
+    ptrs = [h if t is None else t for t in (dx, dgam, dbias)]
+    flags = dict(NEED_H=need_h, NEED_BIAS=need_bias)
     if HW <= SINGLE_PASS_MAX_HW:
         _launch_rows(
             _spade_bwd_rows_kernel, _bwd_rows, R, HW,
-            go, h, gamma, mean, rstd, dx, dgam, dbias_arg, R, HW, HAS_BIAS=has_bias,
+            go, h, gamma, mean, rstd, *ptrs, R, HW, NEED_GAMMA=need_gamma, **flags,
         )
-        return dx, dgam, dbias
+        return [dx, dgam, dbias]
     nch = triton.cdiv(HW, SPLIT_CHUNK)
     part = torch.empty(3, R * nch, dtype=torch.float32, device=h.device)
     _launch_chunks(
-        _spade_bwd_partial_kernel, _bwd_partial, R, nch, go, h, gamma, mean, rstd, dgam, *part, HW, nch
+        _spade_bwd_partial_kernel, _bwd_partial, R, nch, go, h, gamma, mean, rstd, ptrs[1], *part, HW, nch,
+        NEED_GAMMA=need_gamma, **flags,
     )
-    _launch_chunks(
-        _spade_bwd_split_kernel, _bwd_split, R, nch,
-        go, h, gamma, mean, rstd, dx, dbias_arg, *part, HW, nch,
-        HAS_BIAS=has_bias, NCH_P2=triton.next_power_of_2(nch),
-    )
-    return dx, dgam, dbias
+    if need_h or need_bias:
+        _launch_chunks(
+            _spade_bwd_split_kernel, _bwd_split, R, nch,
+            go, h, gamma, mean, rstd, ptrs[0], ptrs[2], *part, HW, nch,
+            NCH_P2=triton.next_power_of_2(nch), **flags,
+        )
+    return [dx, dgam, dbias]

@@ -297,7 +297,8 @@ PRESETS: dict[str, STDiffConfig] = {
     "cityscapes128": _official(128, 3, 2, 10, _UNET_128, 32, 3),
     "kitti128": _official(128, 3, 4, 5, _UNET_128, 32, 3, k=2),
     # 1.3 M parameters, 32 px grey moving digits: the configuration that learns fast on a CPU (the shipped
-    # demo model): a leaky motion encoder and the truncated-SNR loss weighting make the motion pathway learn
+    # demo model): a leaky motion encoder and the truncated-SNR loss weighting make the motion pathway learn;
+    # gap-aware (SPADE on gap * motion, gap-0 training pairs) so that it predicts between frames
     "tiny": STDiffConfig(
         image_size=32,
         channels=1,
@@ -315,6 +316,8 @@ PRESETS: dict[str, STDiffConfig] = {
         num_future=3,
         train_future_k=2,
         loss_weighting="truncated_snr",
+        gap_conditioning="scaled_motion",
+        gap_zero_prob=0.2,
     ),
 }
 

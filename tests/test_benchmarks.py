@@ -64,8 +64,7 @@ def _check_rows(rows: list[dict[str, str]], columns: tuple[str, ...]) -> None:
 
 def test_ops_smoke_rows(results):
     rows = common.read_csv(results / "ops.csv")
-    assert rows and {r["op"] for r in rows} == {"convgru_gates", "convgru_update", "spade_norm", "sde_step",
-                                                  "sde_predict"}
+    assert rows and {r["op"] for r in rows} == set(OP_NAMES)
     for row in rows:
         assert not [c for c, v in row.items() if v == "" and c not in MAY_BE_EMPTY]
         assert float(row["median_ms"]) > 0 and float(row["copy_gbps"]) > 0

@@ -76,27 +76,19 @@ def check_demo_outputs(out, capsys) -> tuple[dict, str]:
     metrics = json.loads((out / "metrics.json").read_text())
     with Image.open(out / "prediction_4x.gif") as gif:  # one GIF frame per predicted frame at least
         assert gif.n_frames > 8
-    for rate in ("1x", "4x"):
-        r = metrics["results"][rate]
-        assert 0 < r["psnr_mean"] <= r["psnr_best"] and -1 <= r["ssim_mean"] <= 1 and r["frames_per_second"] > 0
-    assert metrics["results"]["4x"]["predicted_frames"] == 4 * metrics["results"]["1x"]["predicted_frames"]
-    baseline = metrics["copy_last"]
-    assert 0 < baseline["psnr"] and -1 <= baseline["ssim"] <= 1
+    one_x = metrics["model_1x"]
+    assert 0 < one_x["psnr_mean"] <= one_x["psnr_best"] and -1 <= one_x["ssim_mean"] <= 1
+    assert all(t["frames_per_second"] > 0 for t in metrics["timing"].values())
+    assert metrics["timing"]["4x"]["predicted_frames"] == 4 * metrics["timing"]["1x"]["predicted_frames"]
+    at_4x = metrics["at_4x_frame_rate"]
+    for method in ("model", "copy_last", "blend"):
+        assert set(at_4x[method]) == {"psnr_on_grid", "psnr_between", "ssim_on_grid", "ssim_between", "motion"}
+    assert at_4x["copy_last"]["motion"] == 0
     printed = capsys.readouterr().out
-    assert "PSNR mean" in printed and "frames/s" in printed
-    assert f"{baseline['psnr']:.2f}" in printed.split("copy-last")[1]  # the baseline row is printed
+    assert "PSNR grid" in printed and "between" in printed and "frames/s" in printed
+    assert f"{at_4x['copy_last']['psnr_between']:.2f}" in printed.split("copy-last")[1]  # the baseline rows
+    assert f"{at_4x['blend']['psnr_between']:.2f}" in printed.split("blend of 1x")[1]
     return metrics, printed
-
-
-def test_copy_last_scores_repeat_the_last_observed_frame():
-    observed = torch.rand(2, 3, 1, 16, 16)
-    truth = torch.stack([observed[:, -1], torch.rand(2, 1, 16, 16)], 1)
-    scores = demo.copy_last_scores(observed, truth)
-    from stdiff.metrics import psnr, ssim
-
-    assert scores["ssim"] == pytest.approx(float((1 + ssim(observed[:, -1], truth[:, 1]).mean()) / 2), abs=1e-6)
-    exact = float(psnr(truth[:, 0], truth[:, 0]).mean())  # the identical frame: PSNR's cap
-    assert scores["psnr"] == pytest.approx((exact + float(psnr(observed[:, -1], truth[:, 1]).mean())) / 2, abs=1e-4)
 
 
 def test_demo_end_to_end(tmp_path, capsys):

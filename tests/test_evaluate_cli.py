@@ -123,3 +123,19 @@ def test_evaluate_clear_errors(tmp_path):
 def test_evaluate_bad_arguments(tmp_path, capsys, extra, message):
     assert main(["evaluate", "--checkpoint", "tiny", "--num-videos", "1", *extra, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_evaluate_stride_protocol_through_the_cli(tmp_path):
+    """`--stride 2`: in-between frames scored against real ones, beside copy-last and the 1x blend."""
+    out = tmp_path / "stride"
+    result = _stdiff("--checkpoint", "tiny", "--stride", "2", "--num-videos", "2", "--samples", "1",
+                     "--sampler", "ddim", "--steps", "1", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "stride.json").read_text())
+    assert report["protocol"] == "stride" and report["stride"] == 2 and report["videos"] == 2
+    assert set(report["summary"]) == {"model", "copy_last", "blend"}
+    assert [row["time"] for row in report["per_frame"]] == [3.5, 4.0, 4.5, 5.0, 5.5, 6.0]
+    assert [row["on_grid"] for row in report["per_frame"]] == [False, True] * 3
+    assert "blend" in result.stdout and (out / "stride.csv").stat().st_size > 0
+    refused = _stdiff("--checkpoint", "tiny", "--stride", "2", "--times", "4,5", "--out", str(tmp_path / "x"))
+    assert refused.returncode != 0 and "--stride" in refused.stderr

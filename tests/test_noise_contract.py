@@ -13,26 +13,12 @@ import math
 import pytest
 import torch
 
+from op_harness import TARGETS  # (backend, device) pairs that can run here
+
 from stdiff import ops
 from stdiff.models.sde import MotionSDE
 
 
-def _targets() -> list[tuple[str, str]]:
-    """(backend, device) pairs that can run here: CPU tensors, and CUDA tensors with a GPU."""
-    status = ops.backend_status()
-    pairs = [("reference", "cpu")]
-    if status["cpu"][0]:
-        pairs.append(("cpu", "cpu"))
-    triton_ok, reason = status["triton"]
-    if triton_ok and "interpreter" in reason:
-        pairs.append(("triton", "cpu"))
-    if torch.cuda.is_available():
-        pairs.append(("reference", "cuda"))
-        pairs += [(name, "cuda") for name in ("cuda", "triton") if status[name][0]]
-    return pairs
-
-
-TARGETS = _targets()
 ids = [f"{b}-{d}" for b, d in TARGETS]
 
 

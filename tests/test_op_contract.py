@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stdiff import ops
 from stdiff.ops import contract
@@ -146,3 +147,40 @@ def test_flags_must_be_bool(op, value):
         getattr(ops, op)(*args, g_is_raw=value)
     with pytest.raises(TypeError, match="standard must be a bool"):
         ops.convgru_update(*(torch.zeros(1, 2, 3, 3) for _ in range(4)), standard=value)
+
+
+class _BackwardCalls(TorchDispatchMode):
+    """Records (op name, output_mask) of every ``*_backward`` custom op dispatched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[bool]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split("::")[-1]
+        if name.endswith("_backward"):
+            self.calls.append((name, list(args[-1])))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", [b for b in RUNNABLE if b != "reference"])
+@pytest.mark.parametrize("op", list(contract.OPS))
+def test_autograd_asks_the_backward_op_for_the_needed_gradients_only(backend, op):
+    """A counter hook on the dispatcher: with one differentiable input requiring grad, autograd
+    calls the backward op once, with an output mask asking for that input's gradient alone (the
+    Conv-GRU pairs gx/gh and cx/ch share one gradient)."""
+    slot = {"convgru_gates": {"gx": 0, "gh": 0, "h": 1}, "convgru_update": {"cx": 0, "ch": 0, "u": 1, "h": 2}}
+    device = _device(backend)
+    for wanted in contract.OPS[op].differentiable:
+        if op == "spade_norm" and wanted == "beta" or op.startswith("sde") and wanted == "y":
+            continue  # d(beta) and d(y) are the upstream gradient itself: no backward op runs
+        tensors = _inputs(op, device)
+        tensors[wanted].requires_grad_(True)
+        outs = _call(backend, op, tensors)
+        with _BackwardCalls() as hook:
+            torch.autograd.grad(sum(o.sum() for o in outs), [tensors[wanted]])
+        assert len(hook.calls) == 1, hook.calls
+        name, mask = hook.calls[0]
+        assert name == f"{op}_backward" and sum(mask) == 1, (wanted, mask)
+        if op.startswith("convgru"):
+            assert mask.index(True) == slot[op][wanted], (wanted, mask)

@@ -132,9 +132,10 @@ def test_set_backend_reaches_every_fused_op(tiny, monkeypatch):
     import os
 
     from stdiff.ops import reference
+    from stdiff.ops.contract import OP_NAMES
 
     calls: dict[str, int] = {}
-    for op in ("convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict"):
+    for op in OP_NAMES:
         original = getattr(reference, op)
 
         def counted(*args, _op=op, _original=original, **kwargs):
@@ -147,7 +148,7 @@ def test_set_backend_reaches_every_fused_op(tiny, monkeypatch):
     assert all(r.backend == "reference" for r in ref_model.unet._spade_resnets())
     env = dict(os.environ)
     ref_model.sample(_clip(1, 4), [4], steps=1, generator=torch.Generator().manual_seed(0))
-    assert set(calls) == {"convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict"}
+    assert set(calls) == set(OP_NAMES)
     assert dict(os.environ) == env and tiny.backend == "auto"
     calls.clear()
     explicit_cpu = copy.deepcopy(tiny).set_backend("cpu")

@@ -64,8 +64,8 @@ void gates_bwd_t(const GatesArgs& a, int64_t begin, int64_t end) {
     const T* gu = at<T>(a.grad_u, b * L + k0);
     const T* su = at<T>(a.saved_u, b * L + k0);
     const T* grh = at<T>(a.grad_rh, b * L + k0);
-    T* dgu = at<T>(a.grad_g, b * 2 * L + k0);
-    T* dgr = dgu + L;
+    T* dgu = at<T>(a.grad_g, b * 2 * L + k0);  // null when not requested, as dh
+    T* dgr = dgu != nullptr ? dgu + L : nullptr;
     T* dh = at<T>(a.grad_h, b * L + k0);
 #pragma omp simd
     for (int64_t k = 0; k < len; ++k) {
@@ -80,9 +80,11 @@ void gates_bwd_t(const GatesArgs& a, int64_t begin, int64_t end) {
         dr = g * load(h, k) * (zr * (A(1) - zr));
         dhk = g * zr;
       }
-      store(dgu, k, du);
-      store(dgr, k, dr);
-      store(dh, k, dhk);
+      if (dgu != nullptr) {
+        store(dgu, k, du);
+        store(dgr, k, dr);
+      }
+      if (dh != nullptr) store(dh, k, dhk);
     }
     j += len;
   }
@@ -125,13 +127,13 @@ void update_bwd_t(const UpdateArgs& a, int64_t begin, int64_t end) {
     const A c = tanh_f<kFma>(load(cx, i) + load(ch, i));
     const A dtanh = A(1) - c * c;
     if constexpr (STANDARD) {
-      store(dc, i, g * uk * dtanh);
-      store(du, i, g * (c - load(h, i)));
+      if (dc != nullptr) store(dc, i, g * uk * dtanh);
+      if (du != nullptr) store(du, i, g * (c - load(h, i)));
     } else {
-      store(dc, i, g * dtanh);
-      store(du, i, -(g * load(h, i)));
+      if (dc != nullptr) store(dc, i, g * dtanh);
+      if (du != nullptr) store(du, i, -(g * load(h, i)));
     }
-    store(dh, i, g * (A(1) - uk));
+    if (dh != nullptr) store(dh, i, g * (A(1) - uk));
   }
 }
 
@@ -455,20 +457,7 @@ void sde_bwd_t(const SdeArgs& a, int64_t begin, int64_t end) {
 // ------------------------------------------------------------------ dtype / flag dispatch
 template <template <typename> class Op, typename Args>
 void by_dtype(DType dt, const Args& a, int64_t begin, int64_t end) {
-  switch (dt) {
-    case DType::f32:
-      Op<float>::run(a, begin, end);
-      break;
-    case DType::f64:
-      Op<double>::run(a, begin, end);
-      break;
-    case DType::f16:
-      Op<c10::Half>::run(a, begin, end);
-      break;
-    case DType::bf16:
-      Op<c10::BFloat16>::run(a, begin, end);
-      break;
-  }
+  visit_dtype<c10::Half, c10::BFloat16>(dt, [&](auto tag) { Op<typename decltype(tag)::type>::run(a, begin, end); });
 }
 
 template <typename T>

@@ -76,8 +76,8 @@ struct GatesBwdOp {
   const T* h;
   const T* grad_u;   // may be null
   const T* grad_rh;  // may be null
-  T* grad_g;
-  T* grad_h;
+  T* grad_g;  // null when not requested
+  T* grad_h;  // null when not requested
   int64_t L;
 
   template <int V>
@@ -107,9 +107,11 @@ struct GatesBwdOp {
         dh[k] = gr[k] * z;
       }
     }
-    store<V>(grad_g, i2, du);
-    store<V>(grad_g, i2 + L, dr);
-    store<V>(grad_h, j, dh);
+    if (grad_g != nullptr) {
+      store<V>(grad_g, i2, du);
+      store<V>(grad_g, i2 + L, dr);
+    }
+    if (grad_h != nullptr) store<V>(grad_h, j, dh);
   }
 };
 
@@ -148,7 +150,7 @@ struct UpdateBwdOp {
   const T* u;
   const T* h;
   const T* grad;
-  T* grad_c;
+  T* grad_c;  // each grad_* null when not requested
   T* grad_u;
   T* grad_h;
   bool standard;
@@ -170,9 +172,9 @@ struct UpdateBwdOp {
       du[k] = standard ? g[k] * (c - hv[k]) : -(g[k] * hv[k]);
       dh[k] = g[k] * (A(1) - uv[k]);
     }
-    store<V>(grad_c, i, dc);
-    store<V>(grad_u, i, du);
-    store<V>(grad_h, i, dh);
+    if (grad_c != nullptr) store<V>(grad_c, i, dc);
+    if (grad_u != nullptr) store<V>(grad_u, i, du);
+    if (grad_h != nullptr) store<V>(grad_h, i, dh);
   }
 };
 
@@ -302,18 +304,9 @@ struct SdeBwdOp {
 
 // ------------------------------------------------------------------ dtype dispatch
 template <template <typename> class Fn, typename... Args>
-cudaError_t by_dtype(DType dtype, Args&&... args) {
-  switch (dtype) {
-    case DType::f32:
-      return Fn<float>::run(args...);
-    case DType::f64:
-      return Fn<double>::run(args...);
-    case DType::f16:
-      return Fn<__half>::run(args...);
-    case DType::bf16:
-      return Fn<__nv_bfloat16>::run(args...);
-  }
-  return cudaErrorInvalidValue;
+cudaError_t by_dtype(DType dtype, const Args&... args) {
+  return visit_dtype<__half, __nv_bfloat16>(dtype,
+                                            [&](auto tag) { return Fn<typename decltype(tag)::type>::run(args...); });
 }
 
 template <typename T>

@@ -3,7 +3,8 @@
 // check the tensors and call these on the current stream; each returns the launch error.
 //
 // Preconditions the launchers guarantee: all pointers on the current device, in the layout of
-// op_common.h, sizes > 0.
+// op_common.h; sizes may be 0 (then nothing is launched). Output pointers a backward op was not
+// asked for are null.
 #pragma once
 
 #include <cuda_runtime_api.h>

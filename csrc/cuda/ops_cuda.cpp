@@ -33,15 +33,16 @@ std::tuple<Tensor, Tensor> convgru_gates(const Tensor& gx, const Tensor& gh, con
   return {p.u, p.rh};
 }
 
-std::tuple<Tensor, Tensor> convgru_gates_backward(const std::optional<Tensor>& grad_u,
-                                                  const std::optional<Tensor>& grad_rh, const Tensor& u,
-                                                  const Tensor& gx, const Tensor& gh, const Tensor& h) {
+std::vector<Tensor> convgru_gates_backward(const std::optional<Tensor>& grad_u, const std::optional<Tensor>& grad_rh,
+                                           const Tensor& u, const Tensor& gx, const Tensor& gh, const Tensor& h,
+                                           std::array<bool, 2> output_mask) {
   constexpr const char* op = "stdiff::convgru_gates_backward";
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
-  GatesPlan p = plan_gates_bwd(op, value_or_undefined(grad_u), value_or_undefined(grad_rh), u, gx, gh, h);
+  GatesPlan p =
+      plan_gates_bwd(op, value_or_undefined(grad_u), value_or_undefined(grad_rh), u, gx, gh, h, output_mask);
   check_launch(op, cuda::gates_backward(p.dtype, gates_args(p), p.segments, stream()));
-  return {p.grad_g, p.grad_h};
+  return defined_only({p.grad_g, p.grad_h});
 }
 
 Tensor convgru_update(const Tensor& cx, const Tensor& ch, const Tensor& u, const Tensor& h, bool standard) {
@@ -53,14 +54,14 @@ Tensor convgru_update(const Tensor& cx, const Tensor& ch, const Tensor& u, const
   return p.out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> convgru_update_backward(const Tensor& grad, const Tensor& cx, const Tensor& ch,
-                                                           const Tensor& u, const Tensor& h, bool standard) {
+std::vector<Tensor> convgru_update_backward(const Tensor& grad, const Tensor& cx, const Tensor& ch, const Tensor& u,
+                                            const Tensor& h, bool standard, std::array<bool, 3> output_mask) {
   constexpr const char* op = "stdiff::convgru_update_backward";
   check_device(op, h, at::kCUDA);
   const c10::cuda::CUDAGuard guard(h.device());
-  UpdatePlan p = plan_update(op, grad, cx, ch, u, h);
+  UpdatePlan p = plan_update(op, grad, cx, ch, u, h, output_mask);
   check_launch(op, cuda::update_backward(p.dtype, update_args(p, standard), p.h.numel(), stream()));
-  return {p.grad_c, p.grad_u, p.grad_h};
+  return defined_only({p.grad_c, p.grad_u, p.grad_h});
 }
 
 void check_rows(const char* op, const SpadePlan& p) {

@@ -27,14 +27,13 @@ template <typename T, int V>
 constexpr int64_t kMaxRow = static_cast<int64_t>(kMaxThreads) * V * kItems<T, V>;
 
 // ------------------------------------------------------------------ NCHW, row in registers
+// Loads the row x[0 .. hw) into registers (element (it * blockDim.x + threadIdx.x) * V + k in
+// xv[it][k]) and computes its mean and 1 / sqrt(biased variance + eps): two block reductions over
+// the registers, no cancellation. Shared by the forward and backward row kernels.
 template <typename T, int V, int ITEMS>
-__global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a) {
+__device__ __forceinline__ void load_row_stats(const T* __restrict__ x, int hw, double eps, acc_t<T> (&xv)[ITEMS][V],
+                                               Vals<acc_t<T>, 1>* scratch, acc_t<T>* mean, acc_t<T>* rstd) {
   using A = acc_t<T>;
-  __shared__ Vals<A, 1> scratch[32];
-  const int hw = static_cast<int>(a.hw);
-  const int64_t base = static_cast<int64_t>(blockIdx.x) * hw;
-  const T* __restrict__ x = static_cast<const T*>(a.h) + base;
-  A xv[ITEMS][V];
   Vals<A, 1> acc{{A(0)}};
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
@@ -45,7 +44,7 @@ __global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a)
       for (int k = 0; k < V; ++k) acc.v[0] += xv[it][k];
     }
   }
-  const A mean = block_sum(acc, scratch).v[0] / static_cast<A>(hw);
+  const A m = block_sum(acc, scratch).v[0] / static_cast<A>(hw);
   acc.v[0] = A(0);
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
@@ -53,12 +52,25 @@ __global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a)
     if (e < hw) {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const A d = xv[it][k] - mean;
+        const A d = xv[it][k] - m;
         acc.v[0] += d * d;
       }
     }
   }
-  const A rstd = A(1) / sqrt(block_sum(acc, scratch).v[0] / static_cast<A>(hw) + static_cast<A>(a.eps));
+  *mean = m;
+  *rstd = A(1) / sqrt(block_sum(acc, scratch).v[0] / static_cast<A>(hw) + static_cast<A>(eps));
+}
+
+template <typename T, int V, int ITEMS>
+__global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a) {
+  using A = acc_t<T>;
+  __shared__ Vals<A, 1> scratch[32];
+  const int hw = static_cast<int>(a.hw);
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * hw;
+  const T* __restrict__ x = static_cast<const T*>(a.h) + base;
+  A xv[ITEMS][V];
+  A mean, rstd;
+  load_row_stats<T, V, ITEMS>(x, hw, a.eps, xv, scratch, &mean, &rstd);
   const A bias = a.bias != nullptr ? Conv<T>::to(static_cast<const T*>(a.bias)[blockIdx.x]) : A(0);
   const T* __restrict__ gamma = static_cast<const T*>(a.gamma) + base;
   const T* __restrict__ beta = static_cast<const T*>(a.beta) + base;
@@ -80,6 +92,7 @@ __global__ void __launch_bounds__(kMaxThreads) spade_fwd_rows(const SpadeArgs a)
 template <typename T, int V, int ITEMS>
 __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a) {
   using A = acc_t<T>;
+  __shared__ Vals<A, 1> stats_scratch[32];
   __shared__ Vals<A, 3> scratch[32];
   const int hw = static_cast<int>(a.hw);
   const A inv_n = A(1) / static_cast<A>(hw);
@@ -87,34 +100,12 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a)
   const T* __restrict__ x = static_cast<const T*>(a.h) + base;
   A xh[ITEMS][V];  // h, then the normalised h
   A gg[ITEMS][V];  // grad * (1 + gamma)
-  Vals<A, 3> acc{{A(0), A(0), A(0)}};
-#pragma unroll
-  for (int it = 0; it < ITEMS; ++it) {
-    const int e = (it * blockDim.x + threadIdx.x) * V;
-    if (e < hw) {
-      load<V>(x, e, xh[it]);
-#pragma unroll
-      for (int k = 0; k < V; ++k) acc.v[0] += xh[it][k];
-    }
-  }
-  const A mean = block_sum(acc, scratch).v[0] * inv_n;
-  acc.v[0] = A(0);
-#pragma unroll
-  for (int it = 0; it < ITEMS; ++it) {
-    const int e = (it * blockDim.x + threadIdx.x) * V;
-    if (e < hw) {
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const A d = xh[it][k] - mean;
-        acc.v[0] += d * d;
-      }
-    }
-  }
-  const A rstd = A(1) / sqrt(block_sum(acc, scratch).v[0] * inv_n + static_cast<A>(a.eps));
+  A mean, rstd;
+  load_row_stats<T, V, ITEMS>(x, hw, a.eps, xh, stats_scratch, &mean, &rstd);
   const T* __restrict__ gamma = static_cast<const T*>(a.gamma) + base;
   const T* __restrict__ grad = static_cast<const T*>(a.grad) + base;
   T* __restrict__ dgamma = static_cast<T*>(a.grad_gamma) + base;
-  acc.v[0] = A(0);
+  Vals<A, 3> acc{{A(0), A(0), A(0)}};
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
     const int e = (it * blockDim.x + threadIdx.x) * V;
@@ -151,6 +142,22 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_rows(const SpadeArgs a)
 }
 
 // ------------------------------------------------------------------ NCHW, long rows
+// One element's share of the backward sums of a row (d(xhat) = dy (1 + gamma), d(xhat) * xhat, dy),
+// added to acc, and its d(gamma) written to *dgamma unless it is null. Shared by the loop and NHWC
+// backward kernels.
+template <typename T>
+__device__ __forceinline__ void add_grad_terms(T dy_t, T x_t, T gamma_t, acc_t<T> mean, acc_t<T> rstd,
+                                               Vals<acc_t<T>, 3>& acc, T* __restrict__ dgamma) {
+  using A = acc_t<T>;
+  const A dy = Conv<T>::to(dy_t);
+  const A xh = (Conv<T>::to(x_t) - mean) * rstd;
+  const A g = dy * (A(1) + Conv<T>::to(gamma_t));
+  acc.v[0] += g;
+  acc.v[1] += g * xh;
+  acc.v[2] += dy;
+  if (dgamma != nullptr) *dgamma = Conv<T>::from(dy * xh);
+}
+
 // Mean and rstd of x[0 .. n) with `stride` between elements (shifted sums, shift = x[0]),
 // accumulated by the threads `t0, t0 + tstep, ...` and combined by the caller.
 template <typename T>
@@ -213,15 +220,8 @@ __global__ void __launch_bounds__(kMaxThreads) spade_bwd_loop(const SpadeArgs a)
     finish_stats(x, Vals<A, 2>{{s3.v[0], s3.v[1]}}, hw, a.eps, &mean, &rstd);
   }
   Vals<A, 3> acc{{A(0), A(0), A(0)}};
-  for (int64_t e = threadIdx.x; e < hw; e += blockDim.x) {
-    const A dy = Conv<T>::to(grad[e]);
-    const A xh = (Conv<T>::to(x[e]) - mean) * rstd;
-    const A g = dy * (A(1) + Conv<T>::to(gamma[e]));
-    acc.v[0] += g;
-    acc.v[1] += g * xh;
-    acc.v[2] += dy;
-    if (a.grad_gamma != nullptr) dgamma[e] = Conv<T>::from(dy * xh);
-  }
+  for (int64_t e = threadIdx.x; e < hw; e += blockDim.x)
+    add_grad_terms(grad[e], x[e], gamma[e], mean, rstd, acc, a.grad_gamma != nullptr ? dgamma + e : nullptr);
   const Vals<A, 3> sums = block_sum(acc, scratch);
   const A m_g = sums.v[0] * inv_n, m_gx = sums.v[1] * inv_n;
   for (int64_t e = threadIdx.x; a.grad_h != nullptr && e < hw; e += blockDim.x) {
@@ -305,13 +305,7 @@ __global__ void __launch_bounds__(32 * kTileRows) spade_bwd_nhwc(const SpadeArgs
   if (active) {
     for (int64_t p = threadIdx.y; p < hw; p += kTileRows) {
       const int64_t e = p * C;
-      const A dy = Conv<T>::to(grad[e]);
-      const A xh = (Conv<T>::to(x[e]) - mean) * rstd;
-      const A g = dy * (A(1) + Conv<T>::to(gamma[e]));
-      acc.v[0] += g;
-      acc.v[1] += g * xh;
-      acc.v[2] += dy;
-      if (a.grad_gamma != nullptr) dgamma[e] = Conv<T>::from(dy * xh);
+      add_grad_terms(grad[e], x[e], gamma[e], mean, rstd, acc, a.grad_gamma != nullptr ? dgamma + e : nullptr);
     }
   }
   const Vals<A, 3> sums = column_sum(acc, scratch);
@@ -366,17 +360,9 @@ cudaError_t launch_spade(const SpadeArgs& a, int64_t rows, bool channels_last, c
 
 template <bool BACKWARD>
 cudaError_t spade(DType dtype, const SpadeArgs& a, int64_t rows, bool channels_last, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::f32:
-      return launch_spade<float, BACKWARD>(a, rows, channels_last, stream);
-    case DType::f64:
-      return launch_spade<double, BACKWARD>(a, rows, channels_last, stream);
-    case DType::f16:
-      return launch_spade<__half, BACKWARD>(a, rows, channels_last, stream);
-    case DType::bf16:
-      return launch_spade<__nv_bfloat16, BACKWARD>(a, rows, channels_last, stream);
-  }
-  return cudaErrorInvalidValue;
+  return visit_dtype<__half, __nv_bfloat16>(dtype, [&](auto tag) {
+    return launch_spade<typename decltype(tag)::type, BACKWARD>(a, rows, channels_last, stream);
+  });
 }
 
 }  // namespace

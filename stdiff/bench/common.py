@@ -21,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from ..checks import integer
 from ..fileio import atomic_path
+from ..training.distributed import resolve_device  # the one --device check, shared with the commands
 
 __all__ = [
     "COMMON_COLUMNS", "TIMING_COLUMNS", "Timing", "summarize", "measure", "measure_interleaved", "synchronize",
-    "copy_bandwidth", "resolve_device", "device_name", "device_slug", "environment", "auto_backend",
+    "copy_fn", "copy_gbps", "copy_bandwidth", "resolve_device", "device_name", "device_slug", "environment", "auto_backend",
     "reset_peak_memory", "peak_memory_mib", "memory_in_use_mib", "write_csv", "read_csv", "default_out_dir",
     "results_dir", "main",
 ]
@@ -81,10 +83,7 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup
     ``budget_s``: cap the repeats so that the timed calls take about this long (estimated from
     one extra untimed call); at least one call is always timed.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    repeats, warmup = integer("repeats", repeats, 1), integer("warmup", warmup, 0)
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -122,33 +121,25 @@ def measure_interleaved(fns: Mapping[str, Callable[[], object]], device: torch.d
     return {name: summarize(values) for name, values in samples.items()}
 
 
-def copy_bandwidth(nbytes: int, device: torch.device, repeats: int = 10, warmup: int = 2,
-                   budget_s: float | None = None) -> tuple[float, Timing]:
-    """GB/s of a device-to-device copy that moves ``nbytes`` in total (nbytes/2 read, nbytes/2
-    written), and its timing: the roofline of a memory-bound op moving the same bytes."""
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 2:
-        raise ValueError(f"nbytes must be an int >= 2, got {nbytes!r}")
+def copy_fn(nbytes: int, device: torch.device) -> Callable[[], object]:
+    """A device-to-device copy moving ``nbytes`` in total (nbytes/2 read, nbytes/2 written): the
+    roofline of a memory-bound op moving the same bytes (time it with the op's own rounds)."""
+    nbytes = integer("nbytes", nbytes, 2)
     src = torch.ones(nbytes // 2, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    timing = measure(lambda: dst.copy_(src), device, repeats, warmup, budget_s)
-    return 2 * src.numel() / (timing.median_ms * 1e-3) / 1e9, timing
+    return lambda: dst.copy_(src)
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """"auto" -> cuda when available else cpu; otherwise ``torch.device(name)`` (must be usable)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a cpu or cuda device, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+def copy_gbps(nbytes: int, timing: Timing) -> float:
+    """GB/s of a :func:`copy_fn` copy of ``nbytes`` that took ``timing``."""
+    return 2 * (nbytes // 2) / (timing.median_ms * 1e-3) / 1e9
+
+
+def copy_bandwidth(nbytes: int, device: torch.device, repeats: int = 10, warmup: int = 2,
+                   budget_s: float | None = None) -> tuple[float, Timing]:
+    """GB/s of a :func:`copy_fn` copy of ``nbytes`` timed on its own, and its timing."""
+    timing = measure(copy_fn(nbytes, device), device, repeats, warmup, budget_s)
+    return copy_gbps(nbytes, timing), timing
 
 
 def _cpu_model() -> str:

@@ -19,6 +19,7 @@ them alike. Rows start with ``stdiff.bench.common.COMMON_COLUMNS``; ``stdiff ben
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ import torch
 from .. import ops
 from ..config import preset
 from ..ops import reference
+from ..ops.cases import CASES, call, inputs
+from ..ops.contract import OP_NAMES
 from . import common
-from .options import OP_DTYPES, OP_NAMES
+from .options import OP_DTYPES
 
 DTYPES = {name: getattr(torch, name) for name in OP_DTYPES}
 COMPILED = "reference-compiled"
@@ -37,7 +40,8 @@ COMPILED = "reference-compiled"
 
 @dataclass(frozen=True)
 class Case:
-    """One op call: ``op`` with ``variant`` flags on (batch, C, H, W) tensors of a model site."""
+    """One op call: ``op`` with ``variant`` (of its case table, stdiff.ops.cases) on (batch, C, H, W)
+    tensors of a model site."""
 
     op: str
     variant: str
@@ -51,14 +55,8 @@ class Case:
         return (self.batch, self.channels, self.size, self.size)
 
 
-# op -> variants benchmarked (the flags the model uses)
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "convgru_gates": ("official",),
-    "convgru_update": ("official",),
-    "spade_norm": ("bias",),
-    "sde_step": ("heun+raw", "heun+raw+noise"),
-    "sde_predict": ("raw", "raw+noise"),
-}
+#: op -> variants benchmarked: the ones the model uses (the case tables' ``benchmarked``)
+VARIANTS: dict[str, tuple[str, ...]] = {op: CASES[op].benchmarked for op in OP_NAMES}
 
 
 def model_sites(preset_names: list[str]) -> dict[str, list[tuple[str, int, int]]]:
@@ -71,7 +69,7 @@ def model_sites(preset_names: list[str]) -> dict[str, list[tuple[str, int, int]]
         for level, channels in enumerate(cfg.unet.block_out_channels):
             size = px // 2**level
             shapes["spade_norm"].setdefault((channels, size), []).append(f"{px}px unet")
-        for op in ("convgru_gates", "convgru_update", "sde_step", "sde_predict"):
+        for op in (name for name in OP_NAMES if name != "spade_norm"):
             shapes[op].setdefault((cfg.motion_channels, cfg.motion_size), []).append(f"{px}px motion state")
     return {
         op: [(f"{'/'.join(dict.fromkeys(labels))} C{c}@{s}x{s}", c, s) for (c, s), labels in by_shape.items()]
@@ -96,47 +94,18 @@ def smoke_cases() -> list[Case]:
 
 # ---------------------------------------------------------------------------- op calls
 def make_call(case: Case, dtype: torch.dtype, device: torch.device, grad: bool):
-    """(inputs that get gradients, fn(backend_fn) -> outputs) for one case."""
-    n, c, h, w = case.shape
-    new = lambda *s: torch.randn(*s, dtype=dtype, device=device).requires_grad_(grad)  # noqa: E731
-    noise = "noise" in case.variant
-    if case.op == "convgru_gates":
-        args = [new(n, 2 * c, h, w), new(n, 2 * c, h, w), new(n, c, h, w)]
-        return args, lambda fn: fn(*args)
-    if case.op == "convgru_update":
-        args = [new(*case.shape) for _ in range(4)]
-        return args, lambda fn: fn(*args, standard=False)
-    if case.op == "spade_norm":
-        args = [new(*case.shape) for _ in range(3)] + [new(n, c)]
-        return args, lambda fn: fn(*args, eps=1e-5)
-    if case.op == "sde_step":
-        y, f, g, gp = (new(*case.shape) for _ in range(4))
-        dw = None if noise else new(*case.shape)
-        args = [t for t in (y, f, g, gp, dw) if t is not None]
-        kw = dict(g_pred=gp, g_is_raw=True, seed=0 if noise else None, offset=0)
-        return args, lambda fn: fn(y, f, g, dw, 0.1, **kw)
-    if case.op == "sde_predict":
-        y, g = new(*case.shape), new(*case.shape)
-        dw = None if noise else new(*case.shape)
-        args = [t for t in (y, g, dw) if t is not None]
-        kw = dict(dt=0.1, g_is_raw=True, seed=0 if noise else None, offset=0)
-        return args, lambda fn: fn(y, g, dw, **kw)
-    raise KeyError(case.op)
+    """(inputs that get gradients, fn(backend_fn) -> outputs) for one case (the case table's inputs)."""
+    kwargs = inputs(case.op, case.variant, case.shape, dtype, device, requires_grad=grad)
+    args = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    return args, lambda fn: call(fn, kwargs)
 
 
 def bytes_moved(case: Case, mode: str, itemsize: int) -> int:
-    """Minimal DRAM traffic of the fused op: tensors read once + tensors written once."""
-    noise = "noise" in case.variant
-    per_op = {  # (forward, backward) in units of one (N, C, H, W) tensor
-        "convgru_gates": (7, 10),  # fwd: gx, gh (2 each), h -> u, rh; bwd: 2 grads, gx, gh, h -> grad_g (2), grad_h
-        "convgru_update": (5, 8),  # fwd: cx, ch, u, h -> h'; bwd: grad, cx, ch, u, h -> grad_c, grad_u, grad_h
-        "spade_norm": (4, 5),  # fwd: h, gamma, beta -> out; bwd: grad, h, gamma -> grad_h, grad_gamma
-        "sde_step": (5, 6) if noise else (6, 8),  # y, f, g, g_pred, [dW] -> y'; grad, g, g_pred, [dW] -> grads
-        "sde_predict": (3, 3) if noise else (4, 5),
-    }[case.op]
-    units = per_op[0] + (per_op[1] if mode == "fwd+bwd" else 0)
-    n, c, h, w = case.shape
-    return units * n * c * h * w * itemsize
+    """Minimal DRAM traffic of the fused op: tensors read once + tensors written once (the case
+    table's ``units`` of one (N, C, H, W) tensor)."""
+    forward, backward = CASES[case.op].units(CASES[case.op].variants[case.variant])
+    units = forward + (backward if mode == "fwd+bwd" else 0)
+    return units * math.prod(case.shape) * itemsize
 
 
 def backend_fns(case: Case, names: list[str], compiled: dict) -> dict[str, Callable]:
@@ -149,11 +118,10 @@ def backend_fns(case: Case, names: list[str], compiled: dict) -> dict[str, Calla
     return fns
 
 
-def run_once(call, fn, inputs: list[torch.Tensor], mode: str, grads: list[torch.Tensor] | None):
-    out = call(fn)
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+def run_once(run, fn, leaves: list[torch.Tensor], mode: str, grads: list[torch.Tensor] | None):
+    outs = list(run(fn))
     if mode == "fwd+bwd":
-        torch.autograd.grad(outs, inputs, grads)
+        torch.autograd.grad(outs, leaves, grads)
     return outs
 
 
@@ -169,13 +137,6 @@ def timings(fns: dict[str, Callable[[], object]], device: torch.device, repeats:
 
 
 COPY = "copy"
-
-
-def copy_fn(nbytes: int, device: torch.device) -> Callable[[], object]:
-    """A copy moving nbytes in total (nbytes/2 read + nbytes/2 written): the op's roofline."""
-    src = torch.ones(max(nbytes // 2, 1), dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    return lambda: dst.copy_(src)
 
 
 def cpu_isa() -> str:
@@ -226,7 +187,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     else:
         limit = args.max_elements or (2**25 if device.type == "cpu" else 2**62)
         cases, repeats, budget = build_cases(args.presets, args.batches, limit), args.repeats, args.budget
-    cases = [c for c in cases if c.op in args.ops]
+    cases = [c for c in cases if args.ops is None or c.op in args.ops]
     backends = available_backends(device)
     compiled: dict = {} if (args.smoke or args.no_compile) else {COMPILED: {}}
     isa = cpu_isa()
@@ -238,22 +199,21 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         for case in cases:
             for mode in args.modes:
                 grad = mode == "fwd+bwd"
-                inputs, call = make_call(case, dtype, device, grad)
-                probe = call(getattr(reference, case.op))
-                outs = list(probe) if isinstance(probe, (tuple, list)) else [probe]
+                leaves, run = make_call(case, dtype, device, grad)
+                outs = run(getattr(reference, case.op))
                 grads = [torch.randn_like(o) for o in outs] if grad else None
-                del probe, outs
+                del outs
                 nbytes = bytes_moved(case, mode, torch.empty((), dtype=dtype).element_size())
-                fns = {COPY: copy_fn(nbytes, device)}  # timed in the same rounds as the backends
+                fns = {COPY: common.copy_fn(max(nbytes, 2), device)}  # timed in the same rounds as the backends
                 for backend, fn in backend_fns(case, backends, compiled).items():
-                    fns[backend] = lambda _fn=fn: run_once(call, _fn, inputs, mode, grads)
+                    fns[backend] = lambda _fn=fn: run_once(run, _fn, leaves, mode, grads)
                     try:  # e.g. torch.compile unsupported here: report it and keep going
                         fns[backend]()
                     except Exception as exc:
                         print(f"  {case.op} {case.site} {backend}: failed ({type(exc).__name__}: {exc})", flush=True)
                         del fns[backend]
                 results = timings(fns, device, repeats, budget)
-                bandwidth = 2 * (max(nbytes // 2, 1)) / (results.pop(COPY).median_ms * 1e-3) / 1e9
+                bandwidth = common.copy_gbps(max(nbytes, 2), results.pop(COPY))
                 eager_ms = results["reference"].median_ms if "reference" in results else float("nan")
                 env = common.environment("ops", device, args.smoke)
                 for backend, timing in results.items():
@@ -269,7 +229,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
                     print(f"  {case.op:14s} {case.variant:15s} {mode:7s} {dtype_name:8s} {rows[-1]['shape']:16s} "
                           f"{backend:18s} {timing.median_ms:9.3f} ms  {gbps:7.2f} GB/s  "
                           f"x{rows[-1]['speedup_vs_eager']}", flush=True)
-                del inputs, grads, fns
+                del leaves, grads, fns
     print(table(rows))
     out = common.results_dir(args, device) / "ops.csv"
     common.write_csv(out, rows, COLUMNS)

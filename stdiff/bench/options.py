@@ -1,4 +1,4 @@
-"""Command-line options of the benchmarks (argparse only: importing this does not import torch).
+"""Command-line options of the benchmarks (argparse only: no benchmark code is imported here).
 
 Shared by ``stdiff bench <name>`` (:mod:`stdiff.commands.bench`) and the scripts
 ``benchmarks/<name>.py``; :data:`BENCHMARKS` maps each name to its module and help line.
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+
+from ..ops.contract import OP_NAMES
 
 __all__ = ["BENCHMARKS", "OP_DTYPES", "OP_NAMES", "add_common", "build"]
 
@@ -38,8 +40,7 @@ def _predict(parser: argparse.ArgumentParser) -> None:
                         help="only this preset of the plan (repeatable; default: all of the plan's presets)")
 
 
-#: the fused ops and dtypes ``stdiff bench ops`` can time
-OP_NAMES: tuple[str, ...] = ("convgru_gates", "convgru_update", "spade_norm", "sde_step", "sde_predict")
+#: the dtypes ``stdiff bench ops`` can time (the ops: every op of the contract, ``OP_NAMES``)
 OP_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
 
 
@@ -48,7 +49,7 @@ def _ops(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=OP_DTYPES)
     parser.add_argument("--presets", nargs="+", default=["kth64", "cityscapes128"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
-    parser.add_argument("--ops", nargs="+", default=list(OP_NAMES), choices=OP_NAMES)
+    parser.add_argument("--ops", nargs="+", default=None, choices=OP_NAMES, help="only these ops (default: all)")
     parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     parser.add_argument("--max-elements", type=int, default=None,
                         help="skip cases whose largest tensor has more elements (default: 2**25 on CPU, no limit on GPU)")

@@ -2,7 +2,8 @@
 
 Each public function validates its arguments once and then runs the backend chosen by
 ``backend`` ("auto", "reference", "cpu", "cuda", "triton"; see :mod:`stdiff.ops._dispatch`).
-All backends compute the same function as :mod:`stdiff.ops.reference` and are differentiable.
+All backends compute the same function as :mod:`stdiff.ops.reference` and are differentiable to any
+order (higher derivatives through the reference formulas of :mod:`stdiff.ops.backward`).
 """
 from __future__ import annotations
 

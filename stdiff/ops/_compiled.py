@@ -5,9 +5,10 @@ kernels. Both are loaded lazily by :func:`is_available`, which first checks that
 torch is the one the libraries were built against (``stdiff/_C_build.json``, written by setup.py):
 a C++ extension built for another torch version may crash, so it is never imported then.
 
-On first load this module registers, for every op, the fake (meta) implementation used by
-``torch.compile`` / ``opcheck``; the autograd formulas (which call the ``*_backward`` ops) are
-registered in C++ (csrc/autograd.cpp).
+On first load this module registers, for every op, the contract's fake (meta) implementation
+used by ``torch.compile`` / ``opcheck`` (:data:`stdiff.ops.contract.FAKES`) and the double backward
+(:mod:`stdiff.ops.backward`); the first-order autograd formulas (which call the ``*_backward`` ops)
+are registered in C++ (csrc/autograd.cpp).
 The op functions below take the same arguments as the public ``stdiff.ops`` functions and do
 not validate them (the C++ launchers still check devices, dtypes and shapes).
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .contract import output_format
+from .backward import register_double_backward
+from .contract import FAKES
 
 __all__ = [
     "build_info",
@@ -150,77 +152,10 @@ def sde_predict(
     return torch.ops.stdiff.sde_predict(y, g, dW, None if dt is None else float(dt), bool(g_is_raw), seed, int(offset))
 
 
-# ---------------------------------------------------------------------------- fake impls
-def _empty(shape: torch.Size | tuple[int, ...], like: Tensor, fmt: torch.memory_format) -> Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
-
-
-def _fake_gates(gx: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    fmt = output_format(gx, gh, h)
-    return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt)
-
-
-def _fake_gates_backward(
-    grad_u: Tensor | None, grad_rh: Tensor | None, u: Tensor, gx: Tensor, gh: Tensor, h: Tensor
-) -> tuple[Tensor, Tensor]:
-    fmt = output_format(gx, gh, h, grad_u, grad_rh, u)
-    return _empty(gx.shape, h, fmt), _empty(h.shape, h, fmt)
-
-
-def _fake_update(cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool = False) -> Tensor:
-    return _empty(h.shape, h, output_format(cx, ch, u, h))
-
-
-def _fake_update_backward(
-    grad: Tensor, cx: Tensor, ch: Tensor, u: Tensor, h: Tensor, standard: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    fmt = output_format(cx, ch, u, h, grad)
-    return _empty(h.shape, h, fmt), _empty(h.shape, h, fmt), _empty(h.shape, h, fmt)
-
-
-def _fake_spade(h: Tensor, gamma: Tensor, beta: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    return _empty(h.shape, h, output_format(h, gamma, beta))
-
-
-def _fake_spade_backward(grad: Tensor, h: Tensor, gamma: Tensor, eps: float, output_mask: list[bool]) -> list[Tensor]:
-    fmt = output_format(h, gamma, grad)
-    grads = (_empty(h.shape, h, fmt), _empty(h.shape, h, fmt), h.new_empty(h.shape[:2]))
-    return [t for t, needed in zip(grads, output_mask) if needed]
-
-
-def _fake_sde_step(y, f, g, dW, dt, g_pred=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
-    return _empty(y.shape, y, output_format(y, f, g, dW, g_pred, allow_channels_last=dW is not None))
-
-
-def _fake_sde_step_backward(grad, g, dW, dt, g_pred, g_is_raw, seed, offset, output_mask) -> list[Tensor]:
-    fmt = output_format(grad, g, dW, g_pred, allow_channels_last=dW is not None)
-    present = (True, True, g_pred is not None, dW is not None)  # (grad_f, grad_g, grad_g_pred, grad_dW)
-    return [_empty(grad.shape, grad, fmt) for has, needed in zip(present, output_mask) if has and needed]
-
-
-def _fake_sde_predict(y, g, dW, dt=None, g_is_raw=False, seed=None, offset=0) -> Tensor:
-    return _empty(y.shape, y, output_format(y, g, dW, allow_channels_last=dW is not None))
-
-
-def _fake_sde_predict_backward(grad, g, dW, dt, g_is_raw, seed, offset, output_mask) -> list[Tensor]:
-    fmt = output_format(grad, g, dW, allow_channels_last=dW is not None)
-    present = (True, dW is not None)  # (grad_g, grad_dW)
-    return [_empty(grad.shape, grad, fmt) for has, needed in zip(present, output_mask) if has and needed]
-
-
+# ---------------------------------------------------------------------------- Python registrations
 def _register_python_impls() -> None:
-    """Fake impls of all ops (once per process); autograd is registered in C++ (csrc/autograd.cpp)."""
-    fakes = {
-        "convgru_gates": _fake_gates,
-        "convgru_gates_backward": _fake_gates_backward,
-        "convgru_update": _fake_update,
-        "convgru_update_backward": _fake_update_backward,
-        "spade_norm": _fake_spade,
-        "spade_norm_backward": _fake_spade_backward,
-        "sde_step": _fake_sde_step,
-        "sde_step_backward": _fake_sde_step_backward,
-        "sde_predict": _fake_sde_predict,
-        "sde_predict_backward": _fake_sde_predict_backward,
-    }
-    for name, fake in fakes.items():
+    """Once per process: the contract's fake impls of all ops and the double backward (the
+    autograd of the backward ops); first-order autograd is registered in C++ (csrc/autograd.cpp)."""
+    for name, fake in FAKES.items():
         torch.library.register_fake(f"stdiff::{name}", fake)
+    register_double_backward("stdiff")

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..checks import integer
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -44,11 +46,7 @@ def positive_float(name: str, value: object) -> float:
 
 def non_negative_int(name: str, value: object) -> int:
     """Check that ``value`` is an int in [0, 2**63)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 0 <= value < 2**63:
-        raise ValueError(f"{name} must be in [0, 2**63), got {value}")
-    return value
+    return integer(name, value, 0, 2**63)
 
 
 def flag(name: str, value: object) -> bool:
