@@ -118,8 +118,8 @@ class _Trainer:
         self.model_config = cfg.model_config()
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = STDiff(self.model_config).to(info.device)
-        if cfg.init_from is not None:
-            _init_weights(self.model, cfg.init_from)
+        if cfg.init_from is not None and not (cfg.resume and list_checkpoints(cfg.out_dir / "checkpoints")):
+            _init_weights(self.model, cfg.init_from)  # a resumed run takes its weights from the checkpoint
         self.ema = EMA(self.model, cfg.ema_max_decay, cfg.ema_power, cfg.ema_inv_gamma)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
