@@ -36,6 +36,7 @@ from .pipeline import FrameDenoiser, autoregress, make_denoiser
 from .planning import Chunk, WorkLimits, check_work
 from .prediction import Prediction, as_frames, future_times
 from .sampling import DEFAULT_STEPS, make_sampler
+from .validation import check_int, check_motion_state
 
 __all__ = ["DEFAULT_STEPS", "Predictor", "WorkLimits"]
 
@@ -91,9 +92,10 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, exact_reference: bool = False, compile: bool = False,
                         device: str | torch.device | None = None, dtype: str | torch.dtype = "auto",
-                        seed: int = 0) -> Predictor:
+                        seed: int = 0, trust_unverified: bool = False) -> Predictor:
         """Load a checkpoint folder (``config.json`` + ``model.safetensors``), or build a preset name
-        (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks)."""
+        (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks).
+        trust_unverified: load a folder whose config.json records no checksums (see :mod:`stdiff.checkpoint`)."""
         if isinstance(path, str) and path in preset_names() and not Path(path).exists():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -102,7 +104,7 @@ class Predictor:
             raise FileNotFoundError(f"path {str(path)!r} is neither a checkpoint folder nor a preset name "
                                     f"({', '.join(preset_names())})")
         else:
-            model = load_pretrained(path)  # ValueError saying what is missing when it is no checkpoint
+            model = load_pretrained(path, trust_unverified=trust_unverified)  # ValueError saying what is missing when it is no checkpoint
         return cls(model, exact_reference=exact_reference, compile=compile, dtype=dtype).to(device)
 
     @property
@@ -188,8 +190,8 @@ class Predictor:
                 t_last = float(length - 1)
             elif isinstance(t_last, bool) or not isinstance(t_last, (int, float)) or not length - 1 <= t_last < 2**53:
                 raise ValueError(f"t_last must be a number >= len(frames) - 1 = {length - 1}, got {t_last!r}")
-            query = future_times(times, num_frames, fps, float(t_last), cfg.num_future)
-            s = check_positive_int("num_samples", num_samples)
+            query = future_times(times, num_frames, fps, float(t_last), cfg.num_future, self.limits.max_frames)
+            s = check_int("num_samples", num_samples, 1)
             scheduler = make_sampler(sampler, steps, self.model.schedule)
             state = self._check_state(motion_state, n)
             chunks = self._plan(query, float(t_last), n * s)
@@ -233,11 +235,7 @@ class Predictor:
         if state is None:
             return None
         cfg = self.config
-        expected = (n, cfg.motion_channels, cfg.motion_size, cfg.motion_size)
-        if not isinstance(state, Tensor) or tuple(state.shape) != expected or not state.is_floating_point():
-            raise ValueError(f"motion_state must be a floating tensor of shape {expected} (N, F, h, w), got "
-                             f"{getattr(state, 'shape', type(state).__name__)}")
-        return state.to(self.device, torch.float32)
+        return check_motion_state(state, (n, cfg.motion_channels, cfg.motion_size, cfg.motion_size), self.device)
 
     def _noise(self, seed: object, generator: object, n: int, s: int) -> NoiseStreams:
         if seed is not None and generator is not None:
@@ -246,13 +244,5 @@ class Predictor:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if seed is None:
             return NoiseStreams.from_generator(generator, n * s, self.device)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+        seed = check_int("seed", seed, 0, 2**63 - 1)
         return NoiseStreams.for_videos(seed, n, s, self.device)
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1, else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value

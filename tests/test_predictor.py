@@ -290,7 +290,7 @@ BAD = [
     (dict(times=[2.0 + 1e-7]), ValueError, "at least 1e-06 frame units apart"),
     (dict(times=[4.0, 4.0000001]), ValueError, "at least 1e-06 frame units apart"),
     (dict(times=[1e12]), ValueError, "max_frames"),
-    (dict(fps=1e-300), ValueError, "max_frames"),
+    (dict(fps=1e-300), ValueError, "fps=1e-300 with num_frames=3 puts the last time beyond"),
     (dict(num_samples=10_000), ValueError, "max_batch"),
     (dict(motion_state=torch.zeros(1, 16, 2, 2)), ValueError, "motion_state must be a floating tensor of shape"),
     (dict(t_last=1.0), ValueError, "t_last must be a number"),
@@ -316,7 +316,7 @@ def test_work_limits_refuse_before_any_work(model):
     with pytest.raises(ValueError, match="max_memory_bytes"):
         p.predict(clips(1, 3), num_frames=2, seed=0, **FAST)
     p.limits = WorkLimits(max_frames=4)
-    with pytest.raises(ValueError, match=r"denoised frames per trajectory 5, above the limit max_frames=4"):
+    with pytest.raises(ValueError, match=r"num_frames = 5 is above the limit max_frames=4"):
         p.predict(clips(1, 3), num_frames=5, seed=0, **FAST)
     p.limits = WorkLimits(max_frames=5)
     assert p.predict(clips(1, 3), num_frames=5, seed=0, **FAST).frames.shape[2] == 5

@@ -6,7 +6,8 @@ so the grids equal diffusers' element for element.
 from __future__ import annotations
 
 import math
-import numbers
+
+from ..validation import check_int
 
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -14,10 +15,7 @@ SPACINGS = ("leading", "trailing", "linspace")
 def check_steps(num_inference_steps: int, num_train_timesteps: int, name: str = "num_inference_steps") -> int:
     """``num_inference_steps`` as an int if it is an integer (Python or NumPy, not a bool) in
     [1, num_train_timesteps], else ValueError naming ``name``."""
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral) \
-            or not 1 <= num_inference_steps <= num_train_timesteps:
-        raise ValueError(f"{name} must be an int in [1, {num_train_timesteps}], got {num_inference_steps!r}")
-    return int(num_inference_steps)
+    return check_int(name, num_inference_steps, 1, num_train_timesteps)
 
 
 def check_spacing(spacing: str, allowed: tuple[str, ...] = SPACINGS) -> None:
