@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from stdiff import Predictor
+from stdiff.bench.common import environment
 from stdiff.data import build_dataset
 from stdiff.data.digits import sklearn_digit_labels, sklearn_digits
 from stdiff.data.synthetic import SyntheticMovingDigits
@@ -89,12 +90,13 @@ def main() -> None:
                              args.steps, args.seed, args.data_speed)
             print(f"{export}: digit identity " + " ".join(f"{k}={v:.3f}" for k, v in ident.items()))
             summary["identity"] = ident
-        report[export] = {"summary": summary, "per_frame": scores.per_frame(), "seconds": time.perf_counter() - start,
+        report[Path(export).name] = {"summary": summary, "per_frame": scores.per_frame(), "seconds": time.perf_counter() - start,
                           "gap_conditioning": cfg.gap_conditioning}
         for method, row in summary.items():
-            rows.append({"export": export, "method": method, "clips": args.clips, "samples": args.samples,
+            rows.append({"model": Path(export).name, "method": method, "clips": args.clips, "samples": args.samples,
                          "stride": args.stride, "sampler": f"{args.sampler}-{args.steps}",
-                         "dtype": str(predictor.dtype).removeprefix("torch."), **row})
+                         "dtype": str(predictor.dtype).removeprefix("torch."), **row,
+                         **environment("continuous_time", predictor.device, smoke=False)})
             print(f"{export:40s} {method:10s} " + " ".join(f"{k}={v:.3f}" for k, v in row.items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
