@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from stdiff import Predictor
+from stdiff.bench.common import environment
 from stdiff.data import build_dataset
 from stdiff.data.digits import sklearn_digit_labels, sklearn_digits
 from stdiff.data.synthetic import SyntheticMovingDigits
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--sampler", default="dpmpp")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", help="UNet precision: float32, bfloat16 or auto")
     parser.add_argument("--data-speed", type=int, default=None, help="synthetic max speed (default image_size/16)")
     parser.add_argument("--identity-clips", type=int, default=64, help="one-digit clips for digit identity (0: skip)")
     parser.add_argument("--out", default="benchmarks/results/continuous_time")
@@ -68,11 +70,11 @@ def main() -> None:
     rows, report = [], {}
     classifier = None
     if args.identity_clips:
-        first = Predictor.from_pretrained(args.exports[0]).config
+        first = Predictor.from_pretrained(args.exports[0], dtype=torch.float32).config
         size = round(first.image_size * 7 / 16)
         classifier = DigitClassifier(sklearn_digits(size, "train"), sklearn_digit_labels("train"))
     for export in args.exports:
-        predictor = Predictor.from_pretrained(export)
+        predictor = Predictor.from_pretrained(export, dtype=args.dtype if args.dtype == "auto" else getattr(torch, args.dtype))
         cfg = predictor.config
         horizon = cfg.num_future
         data = build_dataset("synthetic", "test", cfg.image_size, num_observed=(cfg.num_observed - 1) * args.stride + 1,
@@ -88,11 +90,13 @@ def main() -> None:
                              args.steps, args.seed, args.data_speed)
             print(f"{export}: digit identity " + " ".join(f"{k}={v:.3f}" for k, v in ident.items()))
             summary["identity"] = ident
-        report[export] = {"summary": summary, "per_frame": scores.per_frame(), "seconds": time.perf_counter() - start,
+        report[Path(export).name] = {"summary": summary, "per_frame": scores.per_frame(), "seconds": time.perf_counter() - start,
                           "gap_conditioning": cfg.gap_conditioning}
         for method, row in summary.items():
-            rows.append({"export": export, "method": method, "clips": args.clips, "samples": args.samples,
-                         "stride": args.stride, "sampler": f"{args.sampler}-{args.steps}", **row})
+            rows.append({"model": Path(export).name, "method": method, "clips": args.clips, "samples": args.samples,
+                         "stride": args.stride, "sampler": f"{args.sampler}-{args.steps}",
+                         "dtype": str(predictor.dtype).removeprefix("torch."), **row,
+                         **environment("continuous_time", predictor.device, smoke=False)})
             print(f"{export:40s} {method:10s} " + " ".join(f"{k}={v:.3f}" for k, v in row.items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

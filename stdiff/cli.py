@@ -34,11 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code. Bad user input and failed writes (e.g. a full disk) print one
     line and exit with 2."""
-    from .fileio import WriteError
+    from .fileio import FolderLocked, WriteError
 
     args = build_parser().parse_args(argv)
     try:
         return int(_module(args.command).run(args) or 0)
-    except (ValueError, FileNotFoundError, WriteError) as exc:
+    except (ValueError, FileNotFoundError, WriteError, FolderLocked) as exc:
         print(f"stdiff {args.command}: error: {exc}", file=sys.stderr)
         return 2

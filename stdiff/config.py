@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MotionConfig", "SDEConfig", "UNetConfig", "STDiffConfig", "PRESETS", "preset", "preset_names"]
+__all__ = ["MotionConfig", "SDEConfig", "UNetConfig", "STDiffConfig", "LIMITS", "PRESETS", "preset", "preset_names"]
 
 SDE_METHODS = ("euler_heun", "euler", "ode")
 SDE_GRIDS = ("exact", "torchsde")
@@ -23,6 +23,56 @@ MOTION_ACTIVATIONS = ("relu", "leaky_relu")
 #: since its conditioning frame; gap 0 is no motion). Gap-aware models condition in-between frames on
 #: the last frame of the integer grid (``STDiff.conditioning_sources``).
 GAP_CONDITIONINGS = ("none", "scaled_motion")
+
+
+#: Bounds of every numeric config field (inclusive): far beyond any trained model, small enough that
+#: building the model, its noise schedule and one prediction stays within a machine's means.
+LIMITS: dict[str, tuple[float, float]] = {
+    "image_size": (8, 1024),
+    "motion.model_channels": (1, 4096),
+    "motion.n_downs": (0, 6),
+    "sde.n_layers": (1, 64),
+    "sde.dt": (1e-3, 1.0),
+    "unet.blocks": (1, 8),
+    "unet.block_out_channels": (1, 4096),
+    "unet.attention_head_dim": (1, 4096),
+    "unet.layers_per_block": (1, 16),
+    "unet.norm_num_groups": (1, 1024),
+    "num_train_timesteps": (1, 10_000),
+    "beta_start": (1e-8, 0.5),
+    "beta_end": (1e-8, 0.999),
+    "num_observed": (2, 1000),
+    "num_future": (1, 10_000),
+    "train_future_k": (1, 10_000),
+    "loss_weight_cap": (1.0, 1e6),
+    "gap_zero_prob": (0.0, 0.999),
+}
+UNET_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
+UNET_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+
+
+def _int(name: str, value: object, limit: str | None = None) -> None:
+    """ValueError naming ``name`` unless ``value`` is an int (not a bool) within LIMITS[limit or name]."""
+    low, high = LIMITS[limit or name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+
+
+def _real(name: str, value: object) -> None:
+    """ValueError naming ``name`` unless ``value`` is a finite real number within LIMITS[name]."""
+    low, high = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+
+
+def _bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass
@@ -96,45 +146,75 @@ class STDiffConfig:
         return self.image_size // 2**self.motion.n_downs
 
     def validate(self) -> "STDiffConfig":
-        """Raise ValueError naming the first inconsistent field; returns self."""
-        if self.image_size < 8 or self.image_size % 2**self.motion.n_downs:
-            raise ValueError(f"image_size must be >= 8 and divisible by 2**motion.n_downs, got {self.image_size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
-        if not isinstance(self.loss_weight_cap, (int, float)) or not self.loss_weight_cap >= 1:
-            raise ValueError(f"loss_weight_cap must be a number >= 1, got {self.loss_weight_cap!r}")
-        if self.gap_conditioning not in GAP_CONDITIONINGS:
-            raise ValueError(f"gap_conditioning must be one of {GAP_CONDITIONINGS}, got {self.gap_conditioning!r}")
-        if isinstance(self.gap_zero_prob, bool) or not isinstance(self.gap_zero_prob, (int, float)) \
-                or not 0 <= self.gap_zero_prob < 1:
-            raise ValueError(f"gap_zero_prob must be a number in [0, 1), got {self.gap_zero_prob!r}")
+        """Raise ValueError naming the first bad field and its allowed range (:data:`LIMITS`); returns self.
+
+        Types and bounds are checked before anything is built from them, so a hostile config (a
+        float where an int belongs, ``num_train_timesteps: 1e9``, ``layers_per_block: 1e5``) is
+        refused at once instead of allocating or looping.
+        """
+        for section in ("motion", "sde", "unet"):
+            klass = {"motion": MotionConfig, "sde": SDEConfig, "unet": UNetConfig}[section]
+            if not isinstance(getattr(self, section), klass):
+                raise ValueError(f"{section} must be a mapping of {klass.__name__} fields, "
+                                 f"got {getattr(self, section)!r}")
+        m, s, u = self.motion, self.sde, self.unet
+        _int("image_size", self.image_size)
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        _int("motion.model_channels", m.model_channels)
+        _int("motion.n_downs", m.n_downs)
+        _bool("motion.standard_gru", m.standard_gru)
+        _choice("motion.activation", m.activation, MOTION_ACTIVATIONS)
+        if self.image_size % 2**m.n_downs:
+            raise ValueError(f"image_size must be divisible by 2**motion.n_downs = {2**m.n_downs}, got {self.image_size}")
+        _int("sde.n_layers", s.n_layers)
+        _choice("sde.method", s.method, SDE_METHODS)
+        _real("sde.dt", s.dt)
+        _choice("sde.grid", s.grid, SDE_GRIDS)
+        self._validate_unet(u)
+        _int("num_train_timesteps", self.num_train_timesteps)
+        _real("beta_start", self.beta_start)
+        _real("beta_end", self.beta_end)
+        if not self.beta_start < self.beta_end:
+            raise ValueError(f"beta_start must be < beta_end, got {self.beta_start!r} and {self.beta_end!r}")
+        _int("num_observed", self.num_observed)
+        _int("num_future", self.num_future)
+        _int("train_future_k", self.train_future_k)
+        if self.train_future_k > self.num_future:
+            raise ValueError(f"train_future_k must be in [1, num_future={self.num_future}], got {self.train_future_k}")
+        _choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+        _real("loss_weight_cap", self.loss_weight_cap)
+        _choice("gap_conditioning", self.gap_conditioning, GAP_CONDITIONINGS)
+        _real("gap_zero_prob", self.gap_zero_prob)
         if self.gap_zero_prob and self.gap_conditioning == "none":
             raise ValueError("gap_zero_prob > 0 needs a gap-aware model (gap_conditioning != 'none')")
-        if self.motion.activation not in MOTION_ACTIVATIONS:
-            raise ValueError(f"motion.activation must be one of {MOTION_ACTIVATIONS}, got {self.motion.activation!r}")
-        if self.sde.method not in SDE_METHODS:
-            raise ValueError(f"sde.method must be one of {SDE_METHODS}, got {self.sde.method!r}")
-        if self.sde.grid not in SDE_GRIDS:
-            raise ValueError(f"sde.grid must be one of {SDE_GRIDS}, got {self.sde.grid!r}")
-        if not self.sde.dt > 0:
-            raise ValueError(f"sde.dt must be > 0, got {self.sde.dt}")
-        n_blocks = len(self.unet.block_out_channels)
-        if not n_blocks or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
-                                   for c in self.unet.block_out_channels):
-            raise ValueError(f"unet.block_out_channels must be a non-empty list of ints > 0, "
-                             f"got {self.unet.block_out_channels!r}")
+        return self
+
+    def _validate_unet(self, u: UNetConfig) -> None:
+        for name in ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim"):
+            if not isinstance(getattr(u, name), (list, tuple)):
+                raise ValueError(f"unet.{name} must be a list (one entry per block), got {getattr(u, name)!r}")
+        n_blocks = len(u.block_out_channels)
+        low, high = LIMITS["unet.blocks"]
+        if not low <= n_blocks <= high:
+            raise ValueError(f"unet.block_out_channels must have {low} to {high} entries, got {n_blocks}")
         for name in ("down_block_types", "up_block_types", "attention_head_dim"):
-            if len(getattr(self.unet, name)) != n_blocks:
+            if len(getattr(u, name)) != n_blocks:
                 raise ValueError(f"unet.{name} must have {n_blocks} entries (one per block)")
+        _int("unet.layers_per_block", u.layers_per_block)
+        _int("unet.norm_num_groups", u.norm_num_groups)
+        for k, (ch, down, up, head) in enumerate(zip(u.block_out_channels, u.down_block_types, u.up_block_types,
+                                                     u.attention_head_dim)):
+            _int(f"unet.block_out_channels[{k}]", ch, "unet.block_out_channels")
+            if ch % u.norm_num_groups:
+                raise ValueError(f"unet.block_out_channels[{k}] = {ch} must be divisible by unet.norm_num_groups = "
+                                 f"{u.norm_num_groups}")
+            _choice(f"unet.down_block_types[{k}]", down, UNET_DOWN_BLOCKS)
+            _choice(f"unet.up_block_types[{k}]", up, UNET_UP_BLOCKS)
+            if head is not None:
+                _int(f"unet.attention_head_dim[{k}]", head, "unet.attention_head_dim")
         if self.image_size % 2 ** (n_blocks - 1):
             raise ValueError(f"image_size must be divisible by 2**(len(block_out_channels)-1) = {2 ** (n_blocks - 1)}")
-        if self.num_observed < 2:
-            raise ValueError(f"num_observed must be >= 2 (the motion encoder reads frame differences), got {self.num_observed}")
-        if not 1 <= self.train_future_k <= self.num_future:
-            raise ValueError(f"train_future_k must be in [1, num_future={self.num_future}], got {self.train_future_k}")
-        return self
 
     def unet_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of :class:`stdiff.models.unet.SpadeUNet`."""
@@ -161,6 +241,8 @@ class STDiffConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "STDiffConfig":
         """Build from :meth:`to_dict` output; unknown keys raise ValueError naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the model config must be a mapping of STDiffConfig fields, got {data!r}")
         data = copy.deepcopy(dict(data))
         sub = {"motion": MotionConfig, "sde": SDEConfig, "unet": UNetConfig}
         known = {f.name for f in dataclasses.fields(cls)}
@@ -168,7 +250,9 @@ class STDiffConfig:
         if unknown:
             raise ValueError(f"unknown STDiffConfig keys: {sorted(unknown)}")
         for key, klass in sub.items():
-            if key in data and isinstance(data[key], dict):
+            if key in data and not isinstance(data[key], dict):
+                raise ValueError(f"{key} must be a mapping of {klass.__name__} fields, got {data[key]!r}")
+            if key in data:
                 fields = {f.name for f in dataclasses.fields(klass)}
                 bad = set(data[key]) - fields
                 if bad:

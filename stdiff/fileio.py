@@ -10,6 +10,7 @@
 - Failed writes (a full disk, a read-only folder) raise :class:`WriteError` naming the path.
 - :func:`file_sha256` / :func:`checksums` / :func:`verify_checksums`: per-file SHA-256 recorded
   in a checkpoint's metadata and checked when it is loaded.
+- :func:`folder_lock`: one writer per folder (``stdiff train/evaluate/predict --out``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["WriteError", "atomic_path", "atomic_dir", "atomic_write_text", "resolve_dir", "check_output_dir",
-           "file_sha256", "checksums", "verify_checksums"]
+           "file_sha256", "checksums", "verify_checksums", "FolderLocked", "folder_lock", "lock_path"]
 
 # texts of torch's and safetensors' I/O errors ("unexpected pos": torch.save's writer on a full disk)
 _WRITE_HINTS = ("writ", "space", "basic_ios", "iostream", "os error", "storage", "inline_container", "unexpected pos")
@@ -182,10 +183,126 @@ def checksums(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]
 
 
 def verify_checksums(folder: str | os.PathLike, recorded: dict[str, str]) -> None:
-    """Raise ValueError naming every file of ``folder`` whose SHA-256 differs from ``recorded``."""
+    """Raise ValueError naming every file of ``folder`` whose SHA-256 differs from ``recorded``.
+
+    Names must be plain names of regular files directly inside ``folder`` (no paths, no devices)."""
     if not isinstance(recorded, dict):
         raise ValueError(f"checksums recorded for {str(folder)!r} must be a mapping, got {type(recorded).__name__}")
+    for name in recorded:
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or os.sep in name \
+                or (os.altsep and os.altsep in name) or "\0" in name:
+            raise ValueError(f"checksums recorded for {str(folder)!r} may name only files inside the folder, "
+                             f"got {name!r}")
+        if not (Path(folder) / name).is_file():
+            raise ValueError(f"checksums recorded for {str(folder)!r} name {name!r}, which is not a regular file "
+                             "of the folder")
     bad = [name for name, digest in sorted(recorded.items()) if file_sha256(Path(folder) / name) != digest]
     if bad:
         raise ValueError(f"checksum mismatch in {str(folder)!r}: {', '.join(bad)} changed since it was written "
                          "(corrupt file)")
+
+
+# ---- one writer per folder -----------------------------------------------------------------------
+class FolderLocked(RuntimeError):
+    """Another live process writes the folder (the message names it: pid, host, command)."""
+
+
+def lock_path(folder: str | os.PathLike) -> Path:
+    """The lock file of ``folder``: ``.<name>.lock`` next to it (outside, so that replacing the
+    folder as a whole does not drop the lock)."""
+    p = Path(folder).absolute().resolve()
+    if not p.name:
+        raise ValueError(f"cannot lock the root folder {str(p)!r}: choose a subfolder")
+    return p.with_name(f".{p.name}.lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _holder(path: Path) -> dict:
+    """What a lock file says about its holder ({} when unreadable or empty)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+            f"({holder.get('command', 'unknown command')}, since {holder.get('since', '?')})")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold the lock of ``folder`` for the block: one writer per folder.
+
+    The lock is an exclusive ``flock`` on :func:`lock_path` (released by the kernel when the process
+    dies, so a crashed run leaves no lock behind on this machine) and the file records the holder's
+    pid, host and command. A second writer gets :class:`FolderLocked` naming the holder (``what``
+    names the option, e.g. "--out"). A lock file left by a process of this host that no longer runs
+    is stale and taken over; one recorded by another host whose lock cannot be taken here (a shared
+    file system without flock) is refused with the file to delete if that run is gone.
+    """
+    import datetime
+    import fcntl
+    import json
+    import socket
+    import sys
+
+    path = lock_path(folder)
+    host = socket.gethostname()
+    with _write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        with _write_errors(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = _holder(path)
+            if holder.get("host") == host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"]):
+                raise FolderLocked(f"{what} {str(folder)!r} is locked by {_describe(holder)}, which no longer runs, "
+                                   f"but its lock is still held: delete {str(path)!r} if no run writes there")
+            raise FolderLocked(f"{what} {str(folder)!r} is being written by another run: {_describe(holder)}; wait "
+                               f"for it to finish or choose another {what} (lock file {str(path)!r})") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder released (unlinked) the file between our open and flock: retry
+            break
+        os.close(fd)
+    try:
+        previous = _holder(path)
+        if previous and previous.get("host") != host and previous.get("pid") != os.getpid():
+            # a lock written on another machine: flock may not reach across a network file system
+            os.close(fd)
+            raise FolderLocked(f"{what} {str(folder)!r} is locked by {_describe(previous)}: if that run is gone, "
+                               f"delete {str(path)!r}")
+        record = {"pid": os.getpid(), "host": host, "command": " ".join(sys.argv)[:500],
+                  "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # before unlocking: a waiter that opened this file sees it unlinked and retries
+        os.close(fd)

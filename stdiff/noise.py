@@ -7,7 +7,7 @@ many other rows, videos or query times a call has: the first 4 samples of an 8-s
 the 4 samples of a 4-sample call, and video 0 does not change when a video is added.
 
 Key namespaces: ``(0, k)`` the SDE's Brownian increment of solver step k, ``(1, k)`` the bridge
-draws of step k (both used by :class:`stdiff.models.MotionSDE`), ``(2, chunk, frame, step)`` the
+draws of step k (both used by :class:`stdiff.models.MotionSDE`), ``(2, frame_key(time), step)`` the
 diffusion noise (step -1 is the initial x_T of the frame); 3 and above are free.
 
 Generator: counter-based (splitmix64 on ``row key + (i + 1) * golden``, element i of the

@@ -27,10 +27,12 @@ from torch import Tensor
 
 from .metrics._validate import unit_images
 from .metrics.ssim import ssim_unchecked
-from .prediction import future_times
-from .planning import plan_chunks
-from .sampling.loop import frame_key
-from .predictor import DEFAULT_STEPS, Predictor
+from .noise import NoiseStreams
+from .pipeline import autoregress_from_chosen_first, to_model_range
+from .prediction import as_frames, future_times
+from .predictor import Predictor
+from .sampling import make_sampler
+from .validation import check_int
 
 #: First-frame candidates and trajectories per video in the official test configs.
 OFFICIAL_CANDIDATES = 10
@@ -48,8 +50,8 @@ def first_frame_scores(candidates: Tensor, target: Tensor) -> Tensor:
     if cand.shape[:1] + cand.shape[2:] != tgt.shape:
         raise ValueError(f"candidates must be (N, K, C, H, W) and target (N, C, H, W) with matching N, C, H, W; "
                          f"got {tuple(cand.shape)} and {tuple(tgt.shape)}")
-    x = cand * 2 - 1
-    y = (tgt * 2 - 1).unsqueeze(1).expand_as(x)
+    x = to_model_range(cand)
+    y = to_model_range(tgt).unsqueeze(1).expand_as(x)
     psnr = -10.0 * torch.log10((x - y).square().mean(dim=(-3, -2, -1)) + _PSNR_EPS)
     return psnr + ssim_unchecked(x, y, official=True)
 
@@ -63,7 +65,8 @@ def select_best_first_frame(candidates: Tensor, target: Tensor) -> Tensor:
 def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[float], first_truth: Tensor, *,
                      num_samples: int = OFFICIAL_CANDIDATES, num_candidates: int = OFFICIAL_CANDIDATES,
                      sampler: str = "ddpm", steps: int | None = None, seed: int = 0) -> Tensor:
-    """Trajectories under the official protocol (see the module docstring).
+    """Trajectories under the official protocol (see the module docstring), through the prediction
+    pipeline with the predictor's model, checks and work limits.
 
     observed: (N, To, C, H, W) in [0, 1]; times: strictly increasing future times > To - 1, the first
     one the time of ``first_truth`` (N, C, H, W) in [0, 1], the ground truth it is selected with.
@@ -71,53 +74,28 @@ def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[flo
     candidates K. The predictor must run in float32 (as the official code). Returns
     (N, S, T, C, H, W) in [0, 1] on the predictor's device; frame 0 is the same for all S.
     """
-    for name, value in (("num_samples", num_samples), ("num_candidates", num_candidates)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if sampler not in DEFAULT_STEPS:
-        raise ValueError(f"sampler must be one of {sorted(DEFAULT_STEPS)}, got {sampler!r}")
+    s = check_int("num_samples", num_samples, 1)
+    k = check_int("num_candidates", num_candidates, 1)
     if predictor.dtype != torch.float32:
         raise ValueError(f"the official protocol runs the model in float32, but the predictor runs in "
                          f"{predictor.dtype} (use dtype float32)")
-    obs = unit_images("observed", observed, "(N, To, C, H, W)", ndim=5)
-    truth = unit_images("first_truth", first_truth, "(N, C, H, W)", ndim=4)
-    if truth.shape != obs.shape[:1] + obs.shape[2:]:
-        raise ValueError(f"first_truth must have shape (N, C, H, W) = {tuple(obs.shape[:1] + obs.shape[2:])}, "
-                         f"got {tuple(truth.shape)}")
     cfg = predictor.config
-    steps = DEFAULT_STEPS[sampler] if steps is None else steps
-    limit = predictor.model.schedule.num_train_timesteps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
-        raise ValueError(f"steps must be an int in [1, {limit}], got {steps!r}")
-    n, s, device = obs.shape[0], num_samples, predictor.device
-    t_last = float(obs.shape[1] - 1)
-    times = future_times(times, None, 1, t_last, cfg.num_future)
-    chunks = plan_chunks(times, t_last, cfg.num_future, cfg.num_observed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    context = obs.to(device) * 2 - 1
-    first = chunks[0].times
-    with torch.no_grad():
-        cand, cand_motion = predictor.model.sample(context, first[:1], num_candidates, sampler, steps, generator,
-                                                   return_motion=True)   # (N, K, 1, ...)
-        best = select_best_first_frame((cand[:, :, 0] + 1) / 2, truth.to(device))
-        rows = torch.arange(n, device=device)
-        frame0, motion0 = cand[rows, best, 0], cand_motion[rows, best, 0]
-        chunk0 = frame0[:, None, None].expand(n, s, 1, *frame0.shape[1:])
-        if len(first) > 1:
-            rest = predictor.model.sample(torch.cat([context, frame0[:, None]], 1), first[1:], s, sampler, steps,
-                                          generator, t0=first[0], motion_state=motion0)
-            chunk0 = torch.cat([chunk0, rest], 2)
-    # frames in [0, 1] by time key: the observed ones (shared by all S) and the first chunk's
-    frames = {frame_key(t_last - j): (context[:, -1 - j, None].expand(n, s, *context.shape[2:]) + 1) / 2
-              for j in range(context.shape[1])}
-    frames.update({frame_key(t): (chunk0[:, :, i] + 1) / 2 for i, t in enumerate(first)})
-    if len(chunks) > 1:  # beyond the horizon: continue each trajectory as Predictor.predict does
-        c1 = chunks[1].t0
-        grid = [frames[frame_key(c1 - j)] for j in reversed(range(cfg.num_observed)) if frame_key(c1 - j) in frames]
-        ctx = torch.stack(grid, 2).flatten(0, 1)                            # (N*S, L, C, H, W)
-        shift = c1 - (ctx.shape[1] - 1)                                     # ctx's last frame is at time c1
-        later = [t for t in times if t > c1 + 1e-9]
-        more = predictor.predict(ctx, times=[t - shift for t in later], sampler=sampler, steps=steps,
-                                 generator=generator, progress=False).frames[:, 0]
-        frames.update({frame_key(t): more[:, i].unflatten(0, (n, s)) for i, t in enumerate(later)})
-    return torch.stack([frames[frame_key(t)] for t in times], 2).clamp(0, 1)
+    with predictor._running(), torch.no_grad():
+        device = predictor.device
+        obs = as_frames(observed, cfg.channels, cfg.image_size, "observed", rank=5, min_length=2, device=device)
+        truth = as_frames(first_truth, cfg.channels, cfg.image_size, "first_truth", rank=4, device=device)
+        n = obs.shape[0]
+        if truth.shape[0] != n:
+            raise ValueError(f"first_truth must have shape (N, C, H, W) = {(n, *truth.shape[1:])}, "
+                             f"got {tuple(truth.shape)}")
+        scheduler = make_sampler(sampler, steps, predictor.model.schedule)
+        t_last = float(obs.shape[1] - 1)
+        times = future_times(times, None, 1, t_last, cfg.num_future)
+        chunks = predictor._plan(times, t_last, n * max(k, s))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        frames = autoregress_from_chosen_first(
+            predictor.model, obs, chunks, times, scheduler, predictor._denoiser,
+            NoiseStreams.from_generator(generator, n * k, device),
+            NoiseStreams.from_generator(generator, n * s, device), k, s,
+            lambda candidates: select_best_first_frame(candidates, truth))
+    return frames.unflatten(0, (n, s))

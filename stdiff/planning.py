@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .sampling.loop import frame_key
+from .prediction import frame_key
 
 __all__ = ["Chunk", "WorkLimits", "check_work", "plan_chunks"]
 

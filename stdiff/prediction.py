@@ -16,11 +16,20 @@ import torch
 from torch import Tensor
 
 from .fileio import atomic_path
+from .validation import check_tensor_storage
 
-__all__ = ["MIN_TIME_GAP", "Prediction", "as_frames", "future_times", "render_grid"]
+__all__ = ["MIN_TIME_GAP", "Prediction", "as_frames", "frame_key", "future_times", "render_grid"]
 
+#: Query times are below this (2**53: every integer frame time is exact in float64).
+MAX_TIME = float(2**53)
 #: Times closer than this (frame units) would be one frame: query times must be at least this far apart.
 MIN_TIME_GAP = 1e-6
+
+
+def frame_key(time: float) -> int:
+    """The identity of the frame at ``time``: an int, equal for times closer than :data:`MIN_TIME_GAP`.
+    The one definition used to look frames up by time and to name a frame's noise."""
+    return round(time * 1_000_000)
 
 #: Standard deviation shown at full brightness in uncertainty maps (the largest possible
 #: per-pixel std of values in [0, 1]).
@@ -35,9 +44,11 @@ def _describe(x: object) -> str:
 
 
 def as_frames(frames: object, channels: int, image_size: int, name: str = "frames", rank: int = 5,
-              min_length: int = 1) -> Tensor:
-    """Validate and convert frames to a float32 CPU tensor in [0, 1].
+              min_length: int = 1, device: str | torch.device | None = None) -> Tensor:
+    """Validate and convert frames to a float32 tensor in [0, 1] on ``device`` (default: the input's).
 
+    The input moves once, in its own dtype (uint8 stays uint8 on the way), and is converted and
+    checked there.
     ``rank=5``: (N, T, C, H, W) or (T, C, H, W) (-> N = 1); ``rank=4``: (N, C, H, W) or (C, H, W)
     (-> N = 1). Accepts torch tensors or numpy arrays, floating in [0, 1] or uint8 in [0, 255].
     Raises TypeError/ValueError naming ``name`` for a wrong type, rank, size, channel count, NaN,
@@ -50,6 +61,7 @@ def as_frames(frames: object, channels: int, image_size: int, name: str = "frame
             raise TypeError(f"{name} must be floating point in [0, 1] or uint8, got numpy dtype {frames.dtype}")
     if not isinstance(frames, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {_describe(frames)}")
+    check_tensor_storage(name, frames)
     layout = "(N, T, C, H, W) or (T, C, H, W)" if rank == 5 else "(N, C, H, W) or (C, H, W)"
     if frames.dim() == rank - 1:
         frames = frames.unsqueeze(0)
@@ -66,30 +78,44 @@ def as_frames(frames: object, channels: int, image_size: int, name: str = "frame
     if rank == 5 and frames.shape[1] < min_length:
         raise ValueError(f"{name} must hold at least {min_length} frames (T, dim -4), got shape "
                          f"{tuple(frames.shape)}")
-    if frames.dtype == torch.uint8:
-        return frames.detach().to("cpu", torch.float32) / 255.0
-    if frames.dtype not in _FLOAT_DTYPES:
+    if frames.dtype != torch.uint8 and frames.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be floating point in [0, 1] or uint8, got dtype {frames.dtype}")
-    out = frames.detach().to("cpu", torch.float32)
-    if not torch.isfinite(out).all():
+    frames = frames.detach().to(frames.device if device is None else device)
+    if frames.dtype == torch.uint8:
+        return frames.to(torch.float32) / 255.0
+    out = frames.to(torch.float32)
+    low, high = (float(v) for v in torch.aminmax(out))  # NaN propagates to both
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    low, high = float(out.min()), float(out.max())
     if low < 0.0 or high > 1.0:
         raise ValueError(f"{name} must lie in [0, 1] (floats) or be uint8, got values in [{low:.4g}, {high:.4g}]")
     return out
 
 
-def future_times(times: object, num_frames: object, fps: object, t_last: float, default_frames: int) -> list[float]:
+def _is_time(t: object) -> bool:
+    """A number that converts to a finite float below MAX_TIME in magnitude."""
+    try:
+        return abs(float(t)) < MAX_TIME
+    except OverflowError:
+        return False
+
+
+def future_times(times: object, num_frames: object, fps: object, t_last: float, default_frames: int,
+                 max_frames: int | None = None) -> list[float]:
     """The query times: ``times`` as given, or ``t_last + k / fps`` for k = 1..num_frames.
 
     times: strictly increasing finite reals, all > t_last (frame units: observed frames are at
     0, 1, ..., t_last), at least :data:`MIN_TIME_GAP` apart and after t_last; fractions allowed.
     Give ``times`` or ``num_frames`` (default ``default_frames``), not both. fps: frames per
     original frame interval (4 = 4x frame rate), finite, > 0 and at most 1 / MIN_TIME_GAP.
+    Times are below :data:`MAX_TIME`; ``num_frames`` at most ``max_frames`` (when given): both are
+    checked arithmetically before the list of times is built.
     """
     if times is not None:
         if num_frames is not None:
             raise ValueError("give either times or num_frames (with fps), not both")
+        if isinstance(times, Tensor):
+            check_tensor_storage("times", times)
         if isinstance(times, (Tensor, np.ndarray)):
             if times.ndim != 1:
                 raise ValueError(f"times must be 1-D, got shape {tuple(times.shape)}")
@@ -100,9 +126,10 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
             raise ValueError("times must not be empty")
         if any(isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) for t in times):
             raise TypeError(f"times must hold only real numbers, got {list(times)!r}")
+        bad = next((t for t in times if not _is_time(t)), None)
+        if bad is not None:
+            raise ValueError(f"times must be finite numbers below {MAX_TIME:g} (2**53), got {bad!r:.40}")
         out = [float(t) for t in times]
-        if not all(math.isfinite(t) for t in out):
-            raise ValueError(f"times must be finite, got {out}")
         if any(b <= a for a, b in zip(out, out[1:])):
             raise ValueError(f"times must be strictly increasing, got {out}")
         if out[0] <= t_last:
@@ -118,10 +145,17 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
     n = default_frames if num_frames is None else num_frames
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    if max_frames is not None and n > max_frames:
+        source = "num_frames" if num_frames is not None else "the model's num_future (default num_frames)"
+        raise ValueError(f"{source} = {n:,} is above the limit max_frames={max_frames:,} (every time is a "
+                         "denoised frame)")
     if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) \
             or not math.isfinite(fps) or not 0 < fps <= 1 / MIN_TIME_GAP:
         raise ValueError(f"fps must be a finite number in (0, {1 / MIN_TIME_GAP:g}] (frames per original frame "
                          f"interval; closer frames would be one frame), got {fps!r}")
+    if int(n) > float(fps) * (MAX_TIME - t_last):  # the last time, t_last + n / fps, must stay below MAX_TIME
+        raise ValueError(f"fps={fps!r} with num_frames={int(n):,} puts the last time beyond {MAX_TIME:g} (2**53) "
+                         "frame units: use a larger fps or fewer frames")
     return [t_last + k / float(fps) for k in range(1, int(n) + 1)]
 
 
@@ -196,8 +230,8 @@ class Prediction:
         if not isinstance(ground_truth, Tensor) or tuple(ground_truth.shape) != (n, len(gt_times), c, h, w):
             raise ValueError(f"ground_truth must be a tensor of shape {(n, len(gt_times), c, h, w)} "
                              f"(N, len(ground_truth_times), C, H, W), got {_describe(ground_truth)}")
-        lookup = {round(s, 6): ground_truth[:, k] for k, s in enumerate(gt_times)}
-        return [lookup.get(round(s, 6)) for s in self.times]
+        lookup = {frame_key(s): ground_truth[:, k] for k, s in enumerate(gt_times)}
+        return [lookup.get(frame_key(s)) for s in self.times]
 
     def score(self, ground_truth: Tensor, ground_truth_times: Sequence[float] | None = None) -> dict[str, float]:
         """PSNR and SSIM against the ground truth at the times that have one.

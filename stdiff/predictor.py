@@ -1,24 +1,26 @@
 """The predictor: ``Predictor.from_pretrained(path).predict(frames, times=...)``.
 
-Data flow: frames -> :meth:`STDiff.generate` per chunk (context -> Conv-GRU motion state -> SDE ->
-the sampling loop :func:`~stdiff.sampling.denoise_frames`, which steps the scheduler with eps from a
-denoiser). Two denoisers compute the same frames from the same random numbers:
+The Predictor validates a request, bounds its work (:mod:`stdiff.planning`) and runs it through
+the prediction pipeline (:func:`stdiff.pipeline.autoregress`: context -> Conv-GRU motion state ->
+SDE -> the sampling loop, chunk by chunk). Two denoisers compute the same frames from the same
+random numbers:
 
 - the fast path (default): SPADE's gamma/beta computed once per predicted frame, all videos and
   samples in one batch (N*S), fused ops (backend "auto"), ``torch.inference_mode``, the UNet
   optionally in bfloat16/float16, ``torch.compile`` optional, and on CUDA the UNet evaluation of a
-  denoising step captured once in a CUDA graph and replayed;
+  denoising step captured once per batch shape in a CUDA graph and replayed;
 - ``exact_reference=True``: the official algorithm (gamma/beta recomputed at every step, float32,
   eager, the model's op backend set to "reference"), for comparisons.
 
 Random numbers come from :class:`~stdiff.noise.NoiseStreams`, one stream per (video, sample).
+One Predictor may be shared by threads (see :class:`Predictor`).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -27,18 +29,17 @@ from torch import Tensor
 from .checkpoint import load_pretrained
 from .config import STDiffConfig, preset, preset_names
 from .dtypes import resolve_dtype
+from .locks import ReadWriteLock
 from .models import STDiff
-from .models.denoisers import CachedDenoiser, GraphedDenoiser, StepwiseDenoiser
 from .noise import NoiseStreams
+from .pipeline import FrameDenoiser, autoregress, make_denoiser
 from .planning import Chunk, WorkLimits, check_work
 from .prediction import Prediction, as_frames, future_times
-from .sampling import SAMPLERS, FrameDenoiser, make_sampler
-from .sampling.loop import frame_key
+from .sampling import DEFAULT_STEPS, make_sampler
+from .validation import check_int, check_motion_state
 
 __all__ = ["DEFAULT_STEPS", "Predictor", "WorkLimits"]
 
-#: Default number of denoising steps per sampler (DDPM-100 is the official test setting).
-DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp": 20, "dpmpp3m": 20}
 
 
 class Predictor:
@@ -57,6 +58,12 @@ class Predictor:
 
     ``limits`` (a :class:`WorkLimits`, attribute): requests above it are refused before any work.
     Observed frames are at times 0 .. To-1; predictions at any later times (frame units).
+
+    Threads: one Predictor may be shared. Calls keep their state (SPADE maps, iterates, noise) to
+    themselves, so a call's frames for a given ``seed=`` do not depend on what other threads do;
+    concurrent :meth:`predict` calls and streams run side by side (on CUDA their UNet steps take
+    turns at the shared CUDA graphs), and :meth:`to` waits for running calls to finish (and they
+    for it).
     """
 
     def __init__(self, model: STDiff, exact_reference: bool = False, compile: bool = False,
@@ -77,6 +84,7 @@ class Predictor:
         self.dtype_request: str | torch.dtype = dtype
         self._float32_unet: dict[str, Tensor] | None = None  # the UNet's weights while it runs in low precision
         self.limits = WorkLimits()
+        self._lock = ReadWriteLock()  # predict/stream calls share it; to() holds it alone
         self._denoiser: FrameDenoiser | None = None
         self.to(dtype=dtype)
 
@@ -84,9 +92,10 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, exact_reference: bool = False, compile: bool = False,
                         device: str | torch.device | None = None, dtype: str | torch.dtype = "auto",
-                        seed: int = 0) -> Predictor:
+                        seed: int = 0, trust_unverified: bool = False) -> Predictor:
         """Load a checkpoint folder (``config.json`` + ``model.safetensors``), or build a preset name
-        (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks)."""
+        (e.g. "tiny") with random weights drawn from ``seed`` (for tests and benchmarks).
+        trust_unverified: load a folder whose config.json records no checksums (see :mod:`stdiff.checkpoint`)."""
         if isinstance(path, str) and path in preset_names() and not Path(path).exists():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -95,7 +104,7 @@ class Predictor:
             raise FileNotFoundError(f"path {str(path)!r} is neither a checkpoint folder nor a preset name "
                                     f"({', '.join(preset_names())})")
         else:
-            model = load_pretrained(path)  # ValueError saying what is missing when it is no checkpoint
+            model = load_pretrained(path, trust_unverified=trust_unverified)  # ValueError saying what is missing when it is no checkpoint
         return cls(model, exact_reference=exact_reference, compile=compile, dtype=dtype).to(device)
 
     @property
@@ -118,12 +127,13 @@ class Predictor:
         resolved = torch.float32 if self.exact_reference and request == "auto" else resolve_dtype(request, target)
         if self.exact_reference and resolved != torch.float32:
             raise ValueError("the reference path (exact_reference=True) runs in float32 only")
-        if device is not None:
-            self.model.to(device)
-        if resolved != self.dtype:
-            self._cast_unet(resolved)
-        self.dtype, self.dtype_request = resolved, request
-        self._denoiser = None
+        with self._lock.exclusive():
+            if device is not None:
+                self.model.to(device)
+            if resolved != self.dtype:
+                self._cast_unet(resolved)
+            self.dtype, self.dtype_request = resolved, request
+            self._denoiser = self._make_denoiser()
         return self
 
     def _cast_unet(self, dtype: torch.dtype) -> None:
@@ -171,30 +181,30 @@ class Predictor:
         (default To-1), and ``times`` are after ``t_last``.
         Returns a :class:`Prediction` with frames (N, S, T, C, H, W) in [0, 1] on this device.
         """
-        cfg = self.config
-        observed = as_frames(frames, cfg.channels, cfg.image_size, "frames", rank=5,
-                             min_length=2 if motion_state is None else 1)
-        n, length = observed.shape[:2]
-        if t_last is None:
-            t_last = float(length - 1)
-        elif isinstance(t_last, bool) or not isinstance(t_last, (int, float)) or not length - 1 <= t_last < 2**53:
-            raise ValueError(f"t_last must be a number >= len(frames) - 1 = {length - 1}, got {t_last!r}")
-        query = future_times(times, num_frames, fps, float(t_last), cfg.num_future)
-        s = _check_positive_int("num_samples", num_samples)
-        steps = self._check_sampler(sampler, steps)
-        state = self._check_state(motion_state, n)
-        chunks = check_work(query, float(t_last), cfg.num_future, cfg.num_observed, n * s,
-                            cfg.channels * cfg.image_size**2, cfg.motion_channels * cfg.motion_size**2, self.limits)
-        noise = self._noise(seed, generator, n, s)
-        context = observed.to(self.device) * 2 - 1
-        from tqdm.auto import tqdm
+        with self._running():
+            cfg = self.config
+            observed = as_frames(frames, cfg.channels, cfg.image_size, "frames", rank=5,
+                                 min_length=2 if motion_state is None else 1, device=self.device)
+            n, length = observed.shape[:2]
+            if t_last is None:
+                t_last = float(length - 1)
+            elif isinstance(t_last, bool) or not isinstance(t_last, (int, float)) or not length - 1 <= t_last < 2**53:
+                raise ValueError(f"t_last must be a number >= len(frames) - 1 = {length - 1}, got {t_last!r}")
+            query = future_times(times, num_frames, fps, float(t_last), cfg.num_future, self.limits.max_frames)
+            s = check_int("num_samples", num_samples, 1)
+            scheduler = make_sampler(sampler, steps, self.model.schedule)
+            state = self._check_state(motion_state, n)
+            chunks = self._plan(query, float(t_last), n * s)
+            noise = self._noise(seed, generator, n, s)
+            from tqdm.auto import tqdm
 
-        with self._mode(), tqdm(total=sum(len(c.times) for c in chunks), desc="predict", unit="frame",
-                                disable=not progress, leave=False) as bar:
-            out, motion = self._autoregress(context, state, float(t_last), query, chunks, s, sampler, steps, noise,
-                                            lambda: bar.update(1))
-        return Prediction(frames=((out + 1) / 2).clamp(0, 1).float(), times=query, observed=observed,
-                          motion=motion if return_motion else None)
+            with self._mode(), tqdm(total=sum(len(c.times) for c in chunks), desc="predict", unit="frame",
+                                    disable=not progress, leave=False) as bar:
+                out, motion = autoregress(self.model, observed, chunks, query, scheduler, self._denoiser, noise, s,
+                                          motion_state=state, on_frame=lambda: bar.update(1))
+        # cloned outside inference mode: the caller may change the frames in place
+        return Prediction(frames=out.unflatten(0, (n, s)).clone(), times=query, observed=observed,
+                          motion=motion.unflatten(0, (n, s)) if return_motion else None)
 
     def stream(self):
         """A :class:`~stdiff.streaming.PredictionStream`: push observed frames one at a time
@@ -203,28 +213,29 @@ class Predictor:
 
         return PredictionStream(self)
 
+    def _running(self) -> contextlib.AbstractContextManager:
+        """Hold the model as it is (no :meth:`to` meanwhile; other calls may run): every use of
+        ``self.model``, ``self.device`` and ``self._denoiser`` happens inside. Not reentrant."""
+        return self._lock.shared()
+
     def _mode(self) -> contextlib.AbstractContextManager:
         """Grad mode in which this predictor runs the model."""
         return torch.no_grad() if self.exact_reference else torch.inference_mode()
 
-    def _check_sampler(self, sampler: object, steps: object) -> int:
-        if not isinstance(sampler, str) or sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)} (a str), got {sampler!r}")
-        steps = DEFAULT_STEPS[sampler] if steps is None else steps
-        limit = self.model.schedule.num_train_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
-            raise ValueError(f"steps must be an int in [1, {limit}], got {steps!r}")
-        return steps
+    def _make_denoiser(self) -> FrameDenoiser:
+        return make_denoiser(self.model, self.exact_reference, self.compile, self.channels_last)
+
+    def _plan(self, times: list[float], t_last: float, rows: int) -> list[Chunk]:
+        """The chunks of a request for ``rows`` trajectories, refused above :attr:`limits`."""
+        cfg = self.config
+        return check_work(times, t_last, cfg.num_future, cfg.num_observed, rows, cfg.channels * cfg.image_size**2,
+                          cfg.motion_channels * cfg.motion_size**2, self.limits)
 
     def _check_state(self, state: object, n: int) -> Tensor | None:
         if state is None:
             return None
         cfg = self.config
-        expected = (n, cfg.motion_channels, cfg.motion_size, cfg.motion_size)
-        if not isinstance(state, Tensor) or tuple(state.shape) != expected or not state.is_floating_point():
-            raise ValueError(f"motion_state must be a floating tensor of shape {expected} (N, F, h, w), got "
-                             f"{getattr(state, 'shape', type(state).__name__)}")
-        return state.to(self.device, torch.float32)
+        return check_motion_state(state, (n, cfg.motion_channels, cfg.motion_size, cfg.motion_size), self.device)
 
     def _noise(self, seed: object, generator: object, n: int, s: int) -> NoiseStreams:
         if seed is not None and generator is not None:
@@ -233,56 +244,5 @@ class Predictor:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if seed is None:
             return NoiseStreams.from_generator(generator, n * s, self.device)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+        seed = check_int("seed", seed, 0, 2**63 - 1)
         return NoiseStreams.for_videos(seed, n, s, self.device)
-
-    def _autoregress(self, context: Tensor, motion_state: Tensor | None, t_last: float, query: list[float],
-                     chunks: list[Chunk], num_samples: int, sampler: str, steps: int, noise: NoiseStreams,
-                     on_frame: Callable[[], None]) -> tuple[Tensor, Tensor]:
-        """All query frames, chunk by chunk: frames (N, S, T, C, H, W) and motion (N, S, T, F, h, w).
-
-        Chunk 0 continues the N videos' context S times; later chunks continue each of the N*S
-        trajectories once, from its own last ``num_observed`` grid frames.
-        """
-        cfg = self.config
-        n, length = context.shape[:2]
-        generated = {frame_key(t_last - length + 1 + j): context[:, j].repeat_interleave(num_samples, 0)
-                     for j in range(length)}                              # time -> (N*S, C, H, W)
-        position = {frame_key(t): i for i, t in enumerate(query)}
-        frames: list[Tensor | None] = [None] * len(query)
-        motion: list[Tensor | None] = [None] * len(query)
-        for k, chunk in enumerate(chunks):
-            if k == 0:
-                chunk_context, state, repeats = context, motion_state, num_samples
-            else:
-                grid = [frame_key(chunk.t0 - j) for j in reversed(range(cfg.num_observed))]
-                chunk_context = torch.stack([generated[key] for key in grid if key in generated], 1)
-                state, repeats = None, 1
-            scheduler = make_sampler(sampler, steps, self.model.schedule)
-            chunk_frames, chunk_motion = self.model.generate(
-                chunk_context, chunk.times, repeats, scheduler, self._get_denoiser(), noise, t0=chunk.t0,
-                motion_state=state, on_frame=on_frame)
-            chunk_frames = chunk_frames.flatten(0, 1)                      # (N*S, Tc, C, H, W)
-            for j, t in enumerate(chunk.times):
-                generated[frame_key(t)] = chunk_frames[:, j]
-                if frame_key(t) in position:
-                    frames[position[frame_key(t)]] = chunk_frames[:, j]
-                    motion[position[frame_key(t)]] = chunk_motion[j]
-        return (torch.stack(frames, 1).unflatten(0, (n, num_samples)),
-                torch.stack(motion, 1).unflatten(0, (n, num_samples)))
-
-    def _get_denoiser(self) -> FrameDenoiser:
-        if self._denoiser is None:
-            if self.exact_reference:
-                self._denoiser = StepwiseDenoiser(self.model.unet)
-            else:
-                kind = GraphedDenoiser if self.device.type == "cuda" else CachedDenoiser
-                self._denoiser = kind(self.model.unet, self.dtype, self.compile, self.channels_last)
-        return self._denoiser
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value

@@ -1,12 +1,13 @@
 """Streaming prediction: observed frames arrive one at a time, predictions are asked at any point.
 
 Each pushed frame costs one motion-encoder pass on its difference to the previous frame and one
-Conv-GRU step (``STDiff.encode_context([previous, new], state)``); the whole past is never
-re-encoded. Predicting from a stream (``Predictor.predict(..., motion_state=, t_last=)``) gives the
+Conv-GRU step (:func:`stdiff.pipeline.encode_context` of ``[previous, new]`` from the state); the
+whole past is never re-encoded. Predicting from a stream (``Predictor.predict(..., motion_state=, t_last=)``) gives the
 same frames as :meth:`Predictor.predict` on all frames pushed so far (same seed).
 """
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from .config import STDiffConfig
 from .models import STDiff
+from .pipeline import encode_context
 from .prediction import Prediction, as_frames
 
 __all__ = ["PredictionStream"]
@@ -34,12 +36,15 @@ class _Predicts(Protocol):
 
     def predict(self, frames: object, *args: Any, **kwargs: Any) -> Prediction: ...
 
+    def _running(self) -> contextlib.AbstractContextManager: ...
+
 
 class PredictionStream:
     """Incremental context of N videos for a :class:`~stdiff.Predictor` (from ``predictor.stream()``).
 
     Frame k pushed is at time k. Keeps the Conv-GRU state and the last ``config.num_observed``
-    frames (the context of later chunks of long horizons), nothing else.
+    frames (the context of later chunks of long horizons), nothing else. Any number of streams may
+    share one Predictor (also across threads); one stream is used by one thread at a time.
     """
 
     def __init__(self, predictor: _Predicts) -> None:
@@ -68,14 +73,15 @@ class PredictionStream:
         """Add the next observed frame: (N, C, H, W) or (C, H, W), float in [0, 1] or uint8. Returns self."""
         p = self.predictor
         cfg = p.config
-        x = as_frames(frame, cfg.channels, cfg.image_size, "frame", rank=4)
-        if self._recent and x.shape[0] != self._recent[-1].shape[0]:
-            raise ValueError(f"frame must hold {self._recent[-1].shape[0]} video(s) like the frames pushed before, "
-                             f"got shape {tuple(x.shape)}")
-        if self._recent:
-            pair = torch.stack([self._recent[-1], x], 1).to(p.device) * 2 - 1
-            with torch.inference_mode():
-                self._state = p.model.encode_context(pair, self._state)
+        with p._running():
+            x = as_frames(frame, cfg.channels, cfg.image_size, "frame", rank=4, device=p.device)
+            if self._recent and x.shape[0] != self._recent[-1].shape[0]:
+                raise ValueError(f"frame must hold {self._recent[-1].shape[0]} video(s) like the frames pushed "
+                                 f"before, got shape {tuple(x.shape)}")
+            if self._recent:
+                with torch.inference_mode():
+                    self._state = encode_context(p.model, torch.stack([self._recent[-1].to(x.device), x], 1),
+                                                 self._state)
         self._recent.append(x)
         self._count += 1
         return self

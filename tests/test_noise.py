@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stdiff.noise import NoiseStreams, _combine, _mix, _signed
-from stdiff.sampling import denoise_frames, make_sampler
+from stdiff.pipeline import denoise_frames
+from stdiff.sampling import make_sampler
 
 
 def _python_normals(seed: int, key: tuple[int, ...], count: int) -> list[float]:
@@ -86,11 +87,11 @@ def test_cuda_draws_equal_cpu_draws():
 class _LinearDenoiser:
     """eps = 0.1 x + 0.2 cond + motion mean: deterministic, uses every input."""
 
-    def set_motion(self, motion: torch.Tensor) -> None:
-        self.shift = motion.mean(dim=(1, 2, 3))[:, None, None, None]
+    def condition(self, motion: torch.Tensor) -> torch.Tensor:
+        return motion.mean(dim=(1, 2, 3))[:, None, None, None]
 
-    def __call__(self, x, t, cond):
-        return 0.1 * x + 0.2 * cond + self.shift
+    def __call__(self, x, t, cond, shift):
+        return 0.1 * x + 0.2 * cond + shift
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])

@@ -751,7 +751,7 @@ def test_parity_ddpm_step(index):
     assert sampler.timesteps.tolist() == _official_timesteps(100)
     t = _official_timesteps(100)[index]
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)) if sampler.needs_noise(t) else None
-    ours = sampler.step(eps, t, x, noise=z)
+    ours = sampler.step(eps, t, x, noise=z).prev_sample
     assert_rel(ours, ref_ddpm_step(eps, t, x, 100, torch.Generator().manual_seed(7)))
 
 
@@ -764,5 +764,5 @@ def test_parity_ddim_step(index, eta):
     assert sampler.timesteps.tolist() == _official_timesteps(50)
     t = _official_timesteps(50)[index]
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)) if sampler.needs_noise(t) else None
-    ours = sampler.step(eps, t, x, noise=z)
+    ours = sampler.step(eps, t, x, noise=z).prev_sample
     assert_rel(ours, ref_ddim_step(eps, t, x, 50, eta, torch.Generator().manual_seed(7)))

@@ -12,6 +12,7 @@ import torch
 
 from stdiff import Predictor
 from stdiff.official_protocol import first_frame_scores, predict_official, select_best_first_frame
+from stdiff.pipeline import sample
 from test_metrics import OfficialSSIM
 
 SAMPLING = dict(sampler="ddim", steps=2)
@@ -55,20 +56,18 @@ def test_predict_official_continues_from_the_chosen_frame_and_motion(predictor):
     n, k, s, to = 2, 3, 2, predictor.config.num_observed
     obs = _clips(predictor, n)
     times = [float(to), to + 1.0, to + 1.5]
-    context = obs * 2 - 1
     g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        cand, motion = model.sample(context, times[:1], k, generator=g, return_motion=True, **SAMPLING)
+    cand = sample(model, obs, times[:1], k, generator=g, **SAMPLING)
     chosen = torch.tensor([2, 0])  # make a different candidate the ground truth of each video
     rows = torch.arange(n)
-    truth = (cand[rows, chosen, 0] + 1) / 2
+    truth = cand.frames[rows, chosen, 0]
     out = predict_official(predictor, obs, times, truth, num_samples=s, num_candidates=k, seed=5, **SAMPLING)
     assert out.shape == (n, s, 3, cfg.channels, cfg.image_size, cfg.image_size)
     torch.testing.assert_close(out[:, :, 0], truth[:, None].expand(n, s, *truth.shape[1:]))
-    with torch.no_grad():  # the official continuation: the chosen frame conditions, the SDE restarts from its state
-        rest = model.sample(torch.cat([context, cand[rows, chosen, 0][:, None]], 1), times[1:], s, generator=g,
-                            t0=times[0], motion_state=motion[rows, chosen, 0], **SAMPLING)
-    torch.testing.assert_close(out[:, :, 1:], (rest + 1) / 2)
+    # the official continuation: the chosen frame conditions, the SDE restarts from its state
+    rest = sample(model, torch.cat([obs, truth[:, None]], 1), times[1:], s, generator=g, t0=times[0],
+                  motion_state=cand.motion[rows, chosen, 0], **SAMPLING)
+    torch.testing.assert_close(out[:, :, 1:], rest.frames)
     assert (out[:, 0, 1] - out[:, 1, 1]).abs().max() > 0.01  # the trajectories differ after the first frame
 
 
@@ -95,8 +94,12 @@ def test_predict_official_bad_input(predictor):
         predict_official(predictor, obs, t, truth, sampler="euler")
     with pytest.raises(ValueError, match="steps must be an int"):
         predict_official(predictor, obs, t, truth, sampler="ddim", steps=0)
-    with pytest.raises(ValueError, match=r"first_truth must have shape \(N, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"first_truth must be 32x32 pixels"):
         predict_official(predictor, obs, t, truth[:, :, :8])
+    with pytest.raises(ValueError, match=r"first_truth must have shape \(N, C, H, W\) = \(1, 1, 32, 32\)"):
+        predict_official(predictor, obs, t, torch.cat([truth, truth]))
+    with pytest.raises(ValueError, match="max_batch"):
+        predict_official(predictor, obs, t, truth, num_candidates=2000)
     low = Predictor.from_pretrained("tiny", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="runs the model in float32"):
         predict_official(low, obs, t, truth)

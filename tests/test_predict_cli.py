@@ -34,7 +34,7 @@ def _predict(frames: Path, out: Path, *extra: str) -> subprocess.CompletedProces
     (["--num-frames", "2", "--fps", "0"], "fps must be a finite number in (0, 1e+06]"),
     (["--num-frames", "2", "--fps", "nan"], "fps must be a finite number"),
     (["--num-frames", "2", "--fps", "1e9"], "fps must be a finite number in (0, 1e+06]"),
-    (["--num-frames", "2", "--fps", "1e-300"], "above the limit max_frames"),
+    (["--num-frames", "2", "--fps", "1e-300"], "fps=1e-300 with num_frames=2 puts the last time beyond"),
     (["--times", "nan"], "--times must be finite numbers"),
     (["--times", "4,4.0000001"], "at least 1e-06 frame units apart"),
     (["--times", "1e12"], "above the limit max_frames"),

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from stdiff.config import MotionConfig, STDiffConfig, UNetConfig
 from stdiff.models import STDiff
 from stdiff.prediction import Prediction, future_times
 from stdiff.noise import NoiseStreams
+from stdiff.pipeline import encode_context, sample
 from stdiff.planning import WorkLimits, plan_chunks
 from stdiff.predictor import Predictor
 
@@ -208,13 +213,12 @@ def test_fast_path_matches_reference(fast, reference, sampler):
 
 
 def test_reference_path_is_official_algorithm(model, reference):
-    """exact_reference=True gives what STDiff.sample(cache_spade=False) gives for the same seed."""
+    """exact_reference=True gives what the pipeline's sample(exact=True) gives for the same seed."""
     x = clips(1, 3)
     out = reference.predict(x, num_frames=2, num_samples=2, seed=4, **FAST).frames
     official = copy.deepcopy(model).set_backend("reference")
-    direct = official.sample(x * 2 - 1, [3.0, 4.0], 2, "ddpm", 3, cache_spade=False,
-                             noise=NoiseStreams.for_videos(4, 1, 2))
-    torch.testing.assert_close(out, ((direct + 1) / 2).clamp(0, 1), atol=1e-6, rtol=0)
+    direct = sample(official, x, [3.0, 4.0], 2, "ddpm", 3, exact=True, noise=NoiseStreams.for_videos(4, 1, 2))
+    torch.testing.assert_close(out, direct.frames, atol=1e-6, rtol=0)
 
 
 def test_low_precision_unet(model):
@@ -238,7 +242,7 @@ def test_stream_equals_batch(fast):
     kw = dict(num_frames=4, num_samples=2, seed=2, return_motion=True, **FAST)
     a, b = stream.predict(**kw), fast.predict(x[:, :3], **kw)
     torch.testing.assert_close(a.frames, b.frames, atol=1e-5, rtol=0)
-    torch.testing.assert_close(stream.state, fast.model.encode_context(x[:, :3] * 2 - 1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(stream.state, encode_context(fast.model, x[:, :3]), atol=1e-6, rtol=1e-5)
     stream.push(x[:, 3]).push((x[:, 4] * 255).round().to(torch.uint8))
     assert stream.num_frames == 5
     c, d = stream.predict(times=[4.5, 6.0], **{**kw, "num_frames": None}), fast.predict(x, times=[4.5, 6.0], seed=2,
@@ -286,7 +290,7 @@ BAD = [
     (dict(times=[2.0 + 1e-7]), ValueError, "at least 1e-06 frame units apart"),
     (dict(times=[4.0, 4.0000001]), ValueError, "at least 1e-06 frame units apart"),
     (dict(times=[1e12]), ValueError, "max_frames"),
-    (dict(fps=1e-300), ValueError, "max_frames"),
+    (dict(fps=1e-300), ValueError, "fps=1e-300 with num_frames=3 puts the last time beyond"),
     (dict(num_samples=10_000), ValueError, "max_batch"),
     (dict(motion_state=torch.zeros(1, 16, 2, 2)), ValueError, "motion_state must be a floating tensor of shape"),
     (dict(t_last=1.0), ValueError, "t_last must be a number"),
@@ -312,7 +316,7 @@ def test_work_limits_refuse_before_any_work(model):
     with pytest.raises(ValueError, match="max_memory_bytes"):
         p.predict(clips(1, 3), num_frames=2, seed=0, **FAST)
     p.limits = WorkLimits(max_frames=4)
-    with pytest.raises(ValueError, match=r"denoised frames per trajectory 5, above the limit max_frames=4"):
+    with pytest.raises(ValueError, match=r"num_frames = 5 is above the limit max_frames=4"):
         p.predict(clips(1, 3), num_frames=5, seed=0, **FAST)
     p.limits = WorkLimits(max_frames=5)
     assert p.predict(clips(1, 3), num_frames=5, seed=0, **FAST).frames.shape[2] == 5
@@ -353,8 +357,6 @@ def test_predictor_leaves_the_callers_model_unchanged(model):
 def test_two_predictors_with_different_backends_in_threads(model):
     """exact_reference sets its own model's backend (no process-wide state): a fast and a reference
     predictor run side by side in threads and give what each gives alone."""
-    from concurrent.futures import ThreadPoolExecutor
-
     fast_p, ref_p = Predictor(model), Predictor(model, exact_reference=True)
     assert ref_p.model.backend == "reference" and fast_p.model.backend == "auto"
     kw = dict(num_frames=2, num_samples=2, seed=1, **FAST)
@@ -422,3 +424,102 @@ def test_cuda_graph_and_compile_paths_match_reference(model):
     assert torch.isfinite(bf16.frames).all()
     compiled = Predictor(model, compile=True).to("cuda").predict(x, **kw)
     torch.testing.assert_close(compiled.frames, b.frames, atol=1e-3, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_input_stays_on_the_gpu(model):
+    """as_frames moves an input once, to the predictor's device, in its own dtype (no CPU float32 hop)."""
+    from stdiff.prediction import as_frames
+
+    x = (clips(1, 3) * 255).round().to(torch.uint8)
+    on_gpu = as_frames(x.cuda(), 1, 16, device="cuda")
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32
+    torch.testing.assert_close(on_gpu.cpu(), x.float() / 255, atol=0, rtol=0)
+    out = Predictor(model).to("cuda").predict(x.cuda(), num_frames=1, seed=0, **FAST)
+    assert out.observed.device.type == "cuda" and out.frames.device.type == "cuda"
+
+
+# ---- one Predictor shared by threads -------------------------------------------------------------
+# Real threads on the tiny preset (random weights, DDIM with 3 steps). The calls start together at a
+# barrier, so their denoising steps interleave (torch releases the GIL inside every op); each call
+# runs with one intra-op thread (the module's fixture), so its arithmetic is the same in company.
+THREAD_KW = dict(num_frames=2, sampler="ddim", steps=3, progress=False)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _tiny_clips(n: int, length: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, length, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _together(jobs: list[Callable[[], object]]) -> list[object]:
+    """Run each job in its own thread, all released at once; their results in order."""
+    barrier = threading.Barrier(len(jobs))
+
+    def run(job: Callable[[], object]) -> object:
+        barrier.wait()
+        return job()
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(run, jobs))
+
+
+def _assert_same(alone: list[list[torch.Tensor]], together: list[list[torch.Tensor]]) -> None:
+    for a, b in zip(alone, together, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y), f"max |diff| {(x - y).abs().max():.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_threads_sharing_a_predictor_get_the_frames_of_their_seed(device):
+    """Two threads, 4 predicts each, batch sizes 1 and 2: every result equals the same call run alone."""
+    p = Predictor.from_pretrained("tiny", seed=0, device=device)
+    requests = [[(_tiny_clips(1 + t, 4, 10 * t + i), 10 * t + i) for i in range(4)] for t in range(2)]
+
+    def thread(reqs: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
+        return [p.predict(x, seed=seed, **THREAD_KW).frames for x, seed in reqs]
+
+    alone = [thread(reqs) for reqs in requests]
+    _assert_same(alone, _together([lambda reqs=reqs: thread(reqs) for reqs in requests]))
+
+
+def test_two_streams_on_one_predictor_in_threads():
+    p = Predictor.from_pretrained("tiny", seed=0)
+    videos = [_tiny_clips(1, 4, seed) for seed in (1, 2)]
+
+    def follow(x: torch.Tensor) -> list[torch.Tensor]:
+        stream, out = p.stream(), []
+        for k in range(x.shape[1]):
+            stream.push(x[:, k])
+            if k >= 1:
+                out.append(stream.predict(seed=3, **THREAD_KW).frames)
+        return out
+
+    alone = [follow(x) for x in videos]
+    _assert_same(alone, _together([lambda x=x: follow(x) for x in videos]))
+
+
+def test_to_waits_for_running_predicts():
+    """``to(dtype=...)`` during other threads' predicts neither crashes them nor mixes dtypes in a call."""
+    p = Predictor.from_pretrained("tiny", seed=0)
+    x = _tiny_clips(1, 4, 0)
+    stop = threading.Event()
+
+    def predicts() -> list[torch.Tensor]:
+        out = []
+        while not stop.is_set() or not out:
+            out.append(p.predict(x, seed=1, **THREAD_KW).frames)
+        return out
+
+    def switch() -> list[torch.Tensor]:
+        for dtype in (torch.bfloat16, torch.float32) * 5 + (torch.bfloat16,):
+            time.sleep(0.02)
+            p.to(dtype=dtype)
+        stop.set()
+        return []
+
+    results = _together([predicts, predicts, switch])
+    assert all(torch.isfinite(f).all() for f in results[0] + results[1])
+    assert p.dtype == torch.bfloat16 and p.model.unet.conv_in.weight.dtype == torch.bfloat16
+    again = p.predict(x, seed=1, **THREAD_KW).frames
+    assert torch.equal(again, p.predict(x, seed=1, **THREAD_KW).frames)

@@ -82,7 +82,7 @@ def test_export_stays_loadable_between_the_renames_and_leaks_are_cleaned(tmp_pat
                        micro_model(1).state_dict()["unet.conv_in.weight"])
 
 
-def test_checksum_mismatch_is_a_clear_error_and_old_exports_still_load(tmp_path):
+def test_checksum_mismatch_is_a_clear_error_and_a_missing_table_needs_trust(tmp_path):
     export = save_pretrained(micro_model(), tmp_path / "export")
     weights = export / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -90,12 +90,14 @@ def test_checksum_mismatch_is_a_clear_error_and_old_exports_still_load(tmp_path)
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum mismatch .*model.safetensors"):
         load_pretrained(export)
-    # an export written before checksums existed (like the shipped demo checkpoint) loads unchecked
+    # without its checksum table the folder loads only when trusted explicitly (issue 24, item 9)
     import json
     meta = json.loads((export / "config.json").read_text())
     del meta["checksums"]
     (export / "config.json").write_text(json.dumps(meta))
-    assert load_pretrained(export) is not None
+    with pytest.raises(ValueError, match="records no checksums"):
+        load_pretrained(export)
+    assert load_pretrained(export, trust_unverified=True) is not None
     assert load_pretrained(ROOT / "stdiff" / "demo_checkpoint") is not None
 
 

@@ -181,7 +181,7 @@ def test_torchrun_ranks_stop_together_and_save(tmp_path):
     (["--set", "model.unet=5"], "model.unet must be a mapping"),
     (["--set", "ema_max_decay=abc"], r"ema_max_decay must be a number in \[0, 1\)"),
     (["--set", "bf16=maybe"], "bf16 must be true or false"),
-    (["--set", "model.unet.block_out_channels=[]"], "block_out_channels must be a non-empty list"),
+    (["--set", "model.unet.block_out_channels=[]"], "block_out_channels must have 1 to 8 entries, got 0"),
     (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
     (["--warmup-steps", "50", "--steps", "10"], r"warmup_steps must be < steps \(10\)"),
     (["--config", "DIR"], "is not a file, expected a YAML file"),

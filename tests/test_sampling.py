@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -48,7 +49,7 @@ def dpm_patch_sigmas(ref) -> None:
 def step(sampler, eps, t, x, generator=None):
     """``sampler.step`` with a stochastic step's noise drawn from ``generator`` (as diffusers draws it)."""
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if sampler.needs_noise(t) else None
-    return sampler.step(eps, t, x, noise=z)
+    return sampler.step(eps, t, x, noise=z).prev_sample
 
 
 def run_chain(sampler, denoise_fn, shape, generator, dtype=torch.float32, device="cpu"):
@@ -57,7 +58,7 @@ def run_chain(sampler, denoise_fn, shape, generator, dtype=torch.float32, device
     sampler.reset()
     for t in sampler.timesteps.tolist():
         z = torch.randn(shape, generator=generator).to(device, dtype) if sampler.needs_noise(t) else None
-        x = sampler.step(denoise_fn(x, torch.tensor(t, device=device)), t, x, noise=z)
+        x = sampler.step(denoise_fn(x, torch.tensor(t, device=device)), t, x, noise=z).prev_sample
     return x
 
 
@@ -246,7 +247,7 @@ def test_ddim_linspace_steps_to_the_next_grid_point():
         a_t, a_prev = SCHED.alpha_bar(t), SCHED.alpha_bar(s.prev_timestep(i))
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         expected = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
-        x = s.step(eps, t, x)
+        x = s.step(eps, t, x).prev_sample
         torch.testing.assert_close(x, expected, atol=1e-12, rtol=1e-12)
     assert s.timesteps.tolist() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
 
@@ -298,8 +299,8 @@ def test_dpmpp_trailing_full_grid_has_no_nan():
     assert s.timesteps[-1].item() == 0
     x = gaussian(torch.float64, (4,))
     for t in s.timesteps[:-1]:
-        x = s.step(fake_eps(x, t), t, x)
-    last = s.step(fake_eps(x, 0), 0, x)
+        x = s.step(fake_eps(x, t), t, x).prev_sample
+    last = s.step(fake_eps(x, 0), 0, x).prev_sample
     assert torch.isfinite(last).all()
     torch.testing.assert_close(last, x, atol=0, rtol=0)
 
@@ -313,13 +314,45 @@ def test_dpmpp_history_rules():
     s = make_sampler("dpmpp3m", 10)
     ts = s.timesteps.tolist()
     x = gaussian()
-    first = [s.step(fake_eps(x, t), t, x) for t in ts[:3]]
+    first = [s.step(fake_eps(x, t), t, x).prev_sample for t in ts[:3]]
     with pytest.raises(ValueError, match="in order"):
         s.step(fake_eps(x, ts[5]), ts[5], x)
     # a step at the first timestep starts a new trajectory without an explicit reset()
-    again = [s.step(fake_eps(x, t), t, x) for t in ts[:3]]
+    again = [s.step(fake_eps(x, t), t, x).prev_sample for t in ts[:3]]
     for a, b in zip(first, again):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+# ---- the step's outputs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name, kw", [("ddpm", {}), ("ddpm", {"clip_sample": False}), ("ddim", {"eta": 0.5}),
+                                      ("ddim", {"clip_sample": False}), ("dpmpp", {}), ("dpmpp3m", {}),
+                                      ("dpmpp", {"clip_sample": True})])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_pred_original_sample_is_the_x0_formula(name, kw, dtype):
+    """Every step returns x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (clipped when the sampler
+    clips) next to x_prev, in the sample's dtype; step(t) and step_at(index of t) are the same step."""
+    s, twin = make_sampler(name, 10, **kw), make_sampler(name, 10, **kw)
+    clip = getattr(s, "clip_sample", False)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) * 1.5).to(dtype)
+    for j, t in enumerate(s.timesteps.tolist()):
+        eps = fake_eps(x.double(), t).to(dtype)
+        z = torch.randn(x.shape, generator=g).to(dtype) if s.needs_noise(t) else None
+        assert s.needs_noise_at(j) == s.needs_noise(t)
+        out = s.step(eps, t, x, noise=z)
+        a = SCHED.alpha_bar(t)
+        x0 = (x.double() - math.sqrt(1 - a) * eps.double()) / math.sqrt(a)
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        assert out.pred_original_sample.dtype == out.prev_sample.dtype == dtype
+        tol = 1e-12 if dtype == torch.float64 else 1e-2 * max(1.0, float(x0.abs().max()))
+        torch.testing.assert_close(out.pred_original_sample.double(), x0, atol=tol, rtol=1e-2 if tol > 1e-12 else 0)
+        again = twin.step_at(j, eps, x, z)
+        assert torch.equal(again.prev_sample, out.prev_sample)
+        assert torch.equal(again.pred_original_sample, out.pred_original_sample)
+        x = out.prev_sample
+    if name.startswith("dpmpp"):  # the last step goes to the clean data: x_prev is x0
+        assert torch.equal(out.prev_sample, out.pred_original_sample)
 
 
 # ---- closed form: Gaussian data, probability-flow ODE ------------------------------------------
@@ -329,7 +362,7 @@ def _ode_error(name: str, n: int, **kw) -> float:
     s = make_sampler(name, n, **kw)
     x = xt = torch.linspace(-3, 3, 61, dtype=torch.float64)
     for t in s.timesteps:
-        x = s.step(ideal_eps(x, t), t, x)
+        x = s.step(ideal_eps(x, t), t, x).prev_sample
 
     def v(t: int) -> float:
         return SCHED.alpha_bar(t) * S2 + 1 - SCHED.alpha_bar(t)
@@ -366,7 +399,7 @@ def test_int_and_tensor_timesteps_and_batching_agree(name):
         s.reset()
         y = x[1:2].clone()
         for t in s.timesteps.tolist():
-            y = s.step(fake_eps(y, t), t, y)
+            y = s.step(fake_eps(y, t), t, y).prev_sample
         torch.testing.assert_close(y, outs[0][1:2], atol=1e-6, rtol=1e-6)
 
 
@@ -390,10 +423,17 @@ def test_cuda_matches_cpu_with_a_cpu_generator(name):
 
 def test_bad_arguments():
     for bad in (0, 1001, -3, 2.5, True, "10"):
-        with pytest.raises(ValueError, match="num_inference_steps"):
+        with pytest.raises(ValueError, match=r"steps must be an int in \[1, 1000\]"):
             make_sampler("ddpm", bad)
-    with pytest.raises(ValueError, match="unknown sampler"):
-        make_sampler("euler", 10)
+        with pytest.raises(ValueError, match="num_inference_steps must be an int"):
+            DDPMSampler().set_timesteps(bad)
+    for bad in ("euler", ["ddim"], None):
+        with pytest.raises(ValueError, match="sampler must be one of"):
+            make_sampler(bad, 10)
+    assert make_sampler("dpmpp").num_inference_steps == 20  # DEFAULT_STEPS
+    assert make_sampler("ddim", np.int64(7)).timesteps.tolist() == make_sampler("ddim", 7).timesteps.tolist()
+    with pytest.raises(ValueError, match=r"index must be an int in \[0, 10\)"):
+        make_sampler("ddim", 10).step_at(10, torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match="timestep_spacing"):
         make_sampler("ddim", 10, timestep_spacing="uniform")
     with pytest.raises(ValueError, match="timestep_spacing"):

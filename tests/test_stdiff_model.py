@@ -10,6 +10,7 @@ import torch
 from stdiff.config import STDiffConfig, preset, preset_names
 from stdiff.models import STDiff
 from stdiff.noise import NoiseStreams
+from stdiff.pipeline import sample
 
 REFERENCE = Path(__file__).resolve().parent / "data"  # copies of shared/reference/official_keys_*.txt
 
@@ -86,43 +87,56 @@ def test_spade_cache_is_bit_identical(tiny):
 
 
 def test_sampling_shapes_seeds_and_fractional_times(tiny):
-    obs = _clip(2, 4)
+    obs = (_clip(2, 4) + 1) / 2
     times = [4, 4.5, 5.25]
 
     def run(seed):
-        return tiny.sample(obs, times, num_samples=3, sampler="ddim", steps=3,
-                           generator=torch.Generator().manual_seed(seed))
+        return sample(tiny, obs, times, num_samples=3, sampler="ddim", steps=3,
+                      generator=torch.Generator().manual_seed(seed))
 
     a, b, c = run(0), run(0), run(1)
-    assert a.shape == (2, 3, 3, 1, 32, 32)
-    assert torch.isfinite(a).all() and a.abs().max() <= 1
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-    assert not torch.equal(a[:, 0], a[:, 1])  # samples of one video differ
+    assert a.frames.shape == (2, 3, 3, 1, 32, 32) and a.motion.shape == (2, 3, 3, tiny.config.motion_channels, 8, 8)
+    assert torch.isfinite(a.frames).all() and a.frames.min() >= 0 and a.frames.max() <= 1
+    assert torch.equal(a.frames, b.frames)
+    assert not torch.equal(a.frames, c.frames)
+    assert not torch.equal(a.frames[:, 0], a.frames[:, 1])  # samples of one video differ
 
 
 def test_cached_sampling_equals_uncached(tiny):
-    obs = _clip(1, 4)
+    obs = (_clip(1, 4) + 1) / 2
     kw = dict(times=[4, 5], num_samples=2, sampler="ddpm", steps=4)
-    a = tiny.sample(obs, generator=torch.Generator().manual_seed(0), cache_spade=True, **kw)
-    b = tiny.sample(obs, generator=torch.Generator().manual_seed(0), cache_spade=False, **kw)
-    assert torch.equal(a, b)
+    a = sample(tiny, obs, generator=torch.Generator().manual_seed(0), exact=False, **kw)
+    b = sample(tiny, obs, generator=torch.Generator().manual_seed(0), exact=True, **kw)
+    assert torch.equal(a.frames, b.frames)
 
 
 def test_sampling_with_noise_streams_is_prefix_stable(tiny):
     """Sample s of video v depends only on (seed, v, s): more samples or videos leave it unchanged."""
-    obs = _clip(2, 4)
+    obs = (_clip(2, 4) + 1) / 2
     kw = dict(times=[4, 5], sampler="ddpm", steps=3)
-    four = tiny.sample(obs, num_samples=4, noise=NoiseStreams.for_videos(3, 2, 4), **kw)
-    two = tiny.sample(obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 2), **kw)
-    first = tiny.sample(obs[:1], num_samples=2, noise=NoiseStreams.for_videos(3, 1, 2), **kw)
+    four = sample(tiny, obs, num_samples=4, noise=NoiseStreams.for_videos(3, 2, 4), **kw).frames
+    two = sample(tiny, obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 2), **kw).frames
+    first = sample(tiny, obs[:1], num_samples=2, noise=NoiseStreams.for_videos(3, 1, 2), **kw).frames
     # the same noise; only float rounding of convolutions over another batch size differs
     torch.testing.assert_close(four[:, :2], two, atol=1e-4, rtol=0)
     torch.testing.assert_close(first, two[:1], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="either noise or generator"):
-        tiny.sample(obs, noise=NoiseStreams.for_videos(3, 2, 1), generator=torch.Generator(), **kw)
-    with pytest.raises(ValueError, match="noise must have N \\* num_samples = 4 rows"):
-        tiny.sample(obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 1), **kw)
+        sample(tiny, obs, noise=NoiseStreams.for_videos(3, 2, 1), generator=torch.Generator(), **kw)
+    with pytest.raises(ValueError, match="noise must have one stream per batch row, videos x samples = 4"):
+        sample(tiny, obs, num_samples=2, noise=NoiseStreams.for_videos(3, 2, 1), **kw)
+
+
+def test_the_model_computes_and_the_pipeline_predicts():
+    """diffusers' split: the model module does not import the samplers or the loop (issue 22)."""
+    import ast
+    import inspect
+
+    import stdiff.models.stdiff as module
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(module)))
+                if isinstance(node, ast.ImportFrom)}
+    assert not any(name and ("sampling" in name or "pipeline" in name) for name in imported), imported
+    assert not hasattr(STDiff, "sample") and not hasattr(STDiff, "generate")
 
 
 def test_set_backend_reaches_every_fused_op(tiny, monkeypatch):
@@ -147,12 +161,12 @@ def test_set_backend_reaches_every_fused_op(tiny, monkeypatch):
     assert ref_model.backend == ref_model.conv_gru.backend == ref_model.sde.backend == "reference"
     assert all(r.backend == "reference" for r in ref_model.unet._spade_resnets())
     env = dict(os.environ)
-    ref_model.sample(_clip(1, 4), [4], steps=1, generator=torch.Generator().manual_seed(0))
+    sample(ref_model, (_clip(1, 4) + 1) / 2, [4], steps=1, generator=torch.Generator().manual_seed(0))
     assert set(calls) == set(OP_NAMES)
     assert dict(os.environ) == env and tiny.backend == "auto"
     calls.clear()
     explicit_cpu = copy.deepcopy(tiny).set_backend("cpu")
-    explicit_cpu.sample(_clip(1, 4), [4], steps=1, generator=torch.Generator().manual_seed(0))
+    sample(explicit_cpu, (_clip(1, 4) + 1) / 2, [4], steps=1, generator=torch.Generator().manual_seed(0))
     assert calls == {}
     with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
         tiny.set_backend("fastest")

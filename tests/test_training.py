@@ -96,7 +96,7 @@ def test_cli_precedence_file_then_flags_then_set(tmp_path):
     ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ({"lr_cycles": 0}, "lr_cycles must be an int >= 1"),
     ({"model": {"unet": 5}}, "model.unet must be a mapping of its fields .*got 5"),
-    ({"model": {"unet": {"block_out_channels": []}}}, "unet.block_out_channels must be a non-empty list"),
+    ({"model": {"unet": {"block_out_channels": []}}}, "unet.block_out_channels must have 1 to 8 entries, got 0"),
     ({"betas": [0.9]}, "betas must be two numbers"),
     ({"preset": "huge"}, "preset must be one of"),
     ({"model": {"unet": {"depth": 3}}}, "unknown key model.unet.depth"),
@@ -356,3 +356,23 @@ def test_one_step_mse_scores_the_baselines():
     assert scores["blank_mse"] == pytest.approx((clips[:, 3] ** 2).mean().item())
     with pytest.raises(ValueError, match="T >= To"):
         one_step_mse(model, clips[:, :3])
+
+
+def test_init_from_starts_from_an_export_and_refuses_another_architecture(tmp_path):
+    from stdiff.checkpoint import save_pretrained
+    from stdiff.config import preset
+    from stdiff.models import STDiff
+    from stdiff.training.loop import _init_weights
+
+    torch.manual_seed(1)
+    source = STDiff(preset("tiny"))
+    save_pretrained(source, tmp_path / "export")
+    torch.manual_seed(2)
+    target = STDiff(preset("tiny"))
+    _init_weights(target, str(tmp_path / "export"))
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
+        assert torch.equal(a, b), name
+    smaller = preset("tiny")
+    smaller.unet.block_out_channels = [16, 32, 32]
+    with pytest.raises(ValueError, match="init_from"):
+        _init_weights(STDiff(smaller.validate()), str(tmp_path / "export"))

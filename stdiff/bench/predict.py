@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..config import STDiffConfig, preset
 from ..models import STDiff
 from ..models.motion import ConvGRU, MotionEncoder
 from ..models.sde import time_grid
-from ..models.unet import SpadeUNet
 from ..models.unet_blocks import MotionCondModule
 from ..predictor import Predictor
 from .common import (
@@ -176,35 +175,18 @@ def count_gflop(config: STDiffConfig, batch: int, samples: int, frames: int, ste
     return (batch * encode + batch * samples * (3 * sde_steps * net + frames * per_frame)) / 1e9
 
 
-# ---- profile --------------------------------------------------------------------------------------
+# ---- profile ----------------------------------------------------------------------------------------
+#: Modules labelled by forward hooks; the library labels the SDE solve (``stdiff.sde``) and each
+#: denoising step's UNet evaluation (``stdiff.unet``, CUDA-graph replays included) itself.
 _MODULE_LABELS: tuple[tuple[type[nn.Module], str], ...] = (
-    (MotionEncoder, "motion_encoder"), (ConvGRU, "conv_gru"), (MotionCondModule, "spade"), (SpadeUNet, "unet"),
+    (MotionEncoder, "motion_encoder"), (ConvGRU, "conv_gru"), (MotionCondModule, "spade"),
 )
 _PREFIX = "stdiff."
 
 
-class _LabelledDenoiser:
-    """Wraps the Predictor's denoiser so that each UNet step (CUDA-graph replays included) is labelled."""
-
-    def __init__(self, inner: object) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    def __call__(self, *args: Tensor) -> Tensor:
-        with torch.profiler.record_function(_PREFIX + "unet"):
-            return self._inner(*args)
-
-
 @contextlib.contextmanager
-def _labels(predictor: Predictor) -> Iterator[None]:
-    """Profiler labels ``stdiff.<component>`` around the model's parts, removed on exit.
-
-    Forward hooks on the modules; the SDE solve through ``model.future_motion``; the fast
-    path's UNet steps through the predictor's denoiser.
-    """
-    model = predictor.model
+def _labels(model: nn.Module) -> Iterator[None]:
+    """Profiler labels ``stdiff.<component>`` around the model's modules (forward hooks, removed on exit)."""
     handles = []
     for module in model.modules():
         name = next((label for kind, label in _MODULE_LABELS if isinstance(module, kind)), None)
@@ -219,21 +201,11 @@ def _labels(predictor: Predictor) -> Iterator[None]:
             stack.pop().__exit__(None, None, None)
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    solve, get_denoiser = model.future_motion, predictor._get_denoiser
-
-    def future_motion(*args: object, **kwargs: object) -> Tensor:
-        with torch.profiler.record_function(_PREFIX + "sde"):
-            return solve(*args, **kwargs)
-
-    model.future_motion = future_motion
-    predictor._get_denoiser = lambda: _LabelledDenoiser(get_denoiser())
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-        del model.future_motion
-        del predictor._get_denoiser
 
 
 def _exclusive_times(events: Sequence[tuple[str, float, float, float]]) -> dict[str, float]:
@@ -267,7 +239,7 @@ def profile_shares(predictor: Predictor, call: Callable[[], object], device: tor
     from torch.profiler import ProfilerActivity, profile, record_function
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with _labels(predictor), profile(activities=activities) as prof:
+    with _labels(predictor.model), profile(activities=activities) as prof:
         with record_function(_PREFIX + "predict"):
             call()
             synchronize(device)

@@ -6,6 +6,7 @@ samples and the best of S, per frame and averaged. Finished batches are recorded
 ``<out>/state.json`` with the run's settings (checkpoint weights' SHA-256, data, times, sampler,
 steps, samples, seed, batch size, dtype, device type, metric weight files); rerunning the same
 command skips them, and a run with other settings is refused unless ``--overwrite`` is given.
+One run at a time writes ``--out`` (:func:`stdiff.fileio.folder_lock`): a second is refused.
 ``--official-protocol`` samples as the official test script (first frame chosen with the ground
 truth, see ``stdiff.official_protocol``) and scores with the official SSIM.
 """
@@ -60,15 +61,17 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an earlier evaluation in --out made with other settings (default: resume "
                              "only when the settings match, refuse otherwise)")
+    parser.add_argument("--trust-unverified", action="store_true",
+                        help="load a checkpoint whose config.json records no checksums (only if you trust it)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _query_times(args: argparse.Namespace, t_last: float, default_frames: int) -> list[float]:
+def _query_times(args: argparse.Namespace, t_last: float, default_frames: int, max_frames: int) -> list[float]:
     from ..prediction import future_times
     from .predict import parse_times
 
     times = parse_times(args.times) if args.times is not None else None
-    return future_times(times, args.num_frames, args.fps, t_last, default_frames)
+    return future_times(times, args.num_frames, args.fps, t_last, default_frames, max_frames)
 
 
 REPORT_FILES = ("state.json", "metrics.json", "metrics.csv", "metrics.png")
@@ -191,6 +194,16 @@ def _run_stride(args: argparse.Namespace, predictor) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate while holding the lock of --out (one writer per folder)."""
+    from ..fileio import check_output_dir, folder_lock
+
+    _check_args(args)
+    out = check_output_dir(args.out, "--out")
+    with folder_lock(out, "--out"):
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -201,15 +214,15 @@ def run(args: argparse.Namespace) -> int:
     from ..predictor import Predictor
     from ..training.distributed import resolve_device
 
-    _check_args(args)
     device = resolve_device(args.device)
-    predictor = Predictor.from_pretrained(args.checkpoint, device=device, dtype=getattr(torch, args.dtype))
+    predictor = Predictor.from_pretrained(args.checkpoint, device=device, dtype=getattr(torch, args.dtype),
+                                          trust_unverified=args.trust_unverified)
     if args.stride is not None:
         return _run_stride(args, predictor)
     cfg = predictor.config
     to = cfg.num_observed
     t_last = float(to - 1)
-    query = _query_times(args, t_last, cfg.num_future)
+    query = _query_times(args, t_last, cfg.num_future, predictor.limits.max_frames)
     horizon = int(math.floor(query[-1])) - to + 1        # future ground-truth frames needed
     dataset = build_dataset(args.data, args.split, image_size=cfg.image_size, num_observed=to,
                             num_future=max(horizon, 1), channels=cfg.channels, seed=args.seed, augment=False)
@@ -237,7 +250,6 @@ def run(args: argparse.Namespace) -> int:
     evaluator = Evaluator([query[i] for i in scored], lpips=lpips, video_features=video,
                           protocol="official" if args.official_protocol else "honest", device=device,
                           settings=_settings(args, predictor, device, len(dataset), query))
-    out = Path(args.out)
     _resume(evaluator, out, args.overwrite)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     for batch_id, clips in enumerate(tqdm(loader, desc="evaluate", unit="batch", disable=args.no_progress)):

@@ -8,7 +8,7 @@ times are shown as ground truth and PSNR/SSIM are printed.
 
 ``--out`` is written as a whole (:func:`stdiff.fileio.atomic_dir`): a re-run replaces every file
 of the previous run, and a killed run leaves the previous output intact. A folder holding
-anything else is refused.
+anything else is refused, and so is a folder another run is writing (:func:`stdiff.fileio.folder_lock`).
 """
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="stdiff-predict",
                         help="output folder, replaced as a whole; new, empty or an earlier output of this command "
                              "(default: ./stdiff-predict)")
+    parser.add_argument("--trust-unverified", action="store_true",
+                        help="load a checkpoint whose config.json records no checksums (only if you trust it)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -148,16 +150,24 @@ def write_outputs(out: Path, pred, truth) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Predict while holding the lock of --out (one writer per folder)."""
+    from ..fileio import folder_lock
+
+    out = check_out(args.out)
+    with folder_lock(out, "--out"):
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     from ..prediction import future_times
     from ..predictor import Predictor
     from ..training.distributed import resolve_device
     from .demo import set_threads
 
-    out = check_out(args.out)
     set_threads(args.threads)
     device = resolve_device(args.device)
     predictor = Predictor.from_pretrained(args.checkpoint, exact_reference=args.reference, compile=args.compile,
-                                          device=device, dtype=args.dtype)
+                                          device=device, dtype=args.dtype, trust_unverified=args.trust_unverified)
     predictor.limits = work_limits(args)
     cfg = predictor.config
     context = cfg.num_observed if args.context is None else args.context
@@ -165,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--context must be >= 2, got {context}")
     times = parse_times(args.times) if args.times is not None else None
     # validates --times / --num-frames / --fps before any frame is read
-    query = future_times(times, args.num_frames, args.fps, float(context - 1), cfg.num_future)
+    query = future_times(times, args.num_frames, args.fps, float(context - 1), cfg.num_future,
+                         predictor.limits.max_frames)
     # ground truth is read up to the last time, at most as far as the work limits let a request reach
     last = min(query[-1], context - 1 + cfg.num_future * predictor.limits.max_frames)
     clip = read_input(args.input, args.start, max(context, int(math.floor(last)) + 1), cfg.image_size, cfg.channels)
@@ -176,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
                              num_samples=args.samples, sampler=args.sampler, steps=args.steps, seed=args.seed,
                              progress=not args.no_progress)
     truth_times = [float(context + k) for k in range(extra.shape[0])]
-    has_truth = any(round(t, 6) in {round(s, 6) for s in truth_times} for t in pred.times)
+    from ..prediction import frame_key
+
+    has_truth = not {frame_key(s) for s in truth_times}.isdisjoint(map(frame_key, pred.times))
     truth = (extra[None], truth_times) if has_truth else (None, None)
     write_outputs(out, pred, truth)
     print(f"predicted {pred.num_samples} sample(s) at {len(pred.times)} times "

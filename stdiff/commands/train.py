@@ -38,14 +38,21 @@ def build(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
     parser.add_argument("--resume", action="store_true", default=None,
-                        help="continue from the latest valid checkpoint in --out (starts fresh if there is none)")
+                        help="continue from the latest valid checkpoint in --out with its recorded settings (starts "
+                             "fresh if there is none); only --steps (LR kept continuous) and run options may change")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any option, e.g. --set ema_max_decay=0.999 --set model.train_future_k=2")
 
 
 def config_from_args(args: argparse.Namespace):
-    """Defaults < --config file < explicit flags < --set overrides; returns a validated TrainConfig."""
+    """Defaults < --config file < explicit flags < --set overrides; returns a validated TrainConfig.
+
+    With --resume the recorded settings of the newest checkpoint in --out replace the defaults:
+    options not given keep their recorded values (a changed one is refused when training resumes,
+    except --steps and the run options, see :mod:`stdiff.training.resume`).
+    """
     from ..training.config import TrainConfig, apply_overrides, load_yaml
+    from ..training.resume import recorded_settings
 
     data = load_yaml(args.config) if args.config else {}
     for field_name, _, _ in _FLAGS.values():
@@ -55,7 +62,20 @@ def config_from_args(args: argparse.Namespace):
     for name in ("bf16", "resume"):
         if getattr(args, name):
             data[name] = True
-    return TrainConfig.from_dict(apply_overrides(data, args.set))
+    data = apply_overrides(data, args.set)
+    if data.get("resume"):
+        out = data.get("out", TrainConfig.out)
+        recorded = recorded_settings(os.path.join(str(out), "checkpoints")) if isinstance(out, str) else None
+        if recorded is not None:
+            data = {**recorded, **data, "model": _merged(recorded.get("model", {}), data.get("model", {}))}
+    return TrainConfig.from_dict(data)
+
+
+def _merged(base: object, update: object) -> object:
+    """``base`` updated recursively with the mapping ``update`` (non-mappings: ``update`` wins)."""
+    if not isinstance(base, dict) or not isinstance(update, dict):
+        return update
+    return {**base, **{k: _merged(base.get(k), v) if k in base else v for k, v in update.items()}}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,15 +46,25 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
 
 
 def find_frame_folders(root: str | os.PathLike) -> list[Path]:
-    """Every folder under ``root`` (itself included) that directly holds image files, sorted."""
+    """Every folder under ``root`` (itself included) that directly holds image files, sorted.
+
+    Symbolic links to folders are followed (a dataset may link its videos in), but each real folder
+    is visited once: a link back to a folder already on the walk (a cycle) or already visited is
+    skipped, so the walk ends and lists no folder twice.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"video folder root {root} does not exist or is not a directory")
-    folders = [
-        Path(dirpath)
-        for dirpath, _, files in os.walk(root, followlinks=True)
-        if any(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files)
-    ]
+    seen: set[tuple[int, int]] = set()
+    folders = []
+    for dirpath, dirnames, files in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: do not descend a second time
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if any(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files):
+            folders.append(Path(dirpath))
     if not folders:
         raise FileNotFoundError(f"no image frames ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return sorted(folders)

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import STDiffConfig
-from ..noise import NoiseStreams
+from ..noise_schedule import NoiseSchedule
 from ..ops import BACKENDS
-from ..sampling import FrameDenoiser, NoiseSchedule, Sampler, denoise_frames, make_sampler
-from .denoisers import CachedDenoiser, StepwiseDenoiser
 from .motion import ConvGRU, MotionEncoder
 from .sde import MotionSDE
 from .unet import SpadeUNet
@@ -28,6 +26,10 @@ def randn(shape: Sequence[int], generator: torch.Generator | None, like: Tensor)
 
 class STDiff(nn.Module):
     """Continuous-time stochastic video predictor. Frames inside the model are in [-1, 1].
+
+    The model computes (motion state, future motion, each frame's conditioning, eps through the
+    UNet); predicting, i.e. the loops, the schedulers and the [0, 1] frames of the public API,
+    is :mod:`stdiff.pipeline`'s.
 
     Parameter names: ``motion_encoder.*``, ``conv_gru.*``, ``sde.{drift,diffusion}.*``, ``unet.*``
     (the UNet's keys are the official ``diffusion_unet.*`` keys). ``backend``: the ``stdiff.ops``
@@ -182,80 +184,3 @@ class STDiff(nn.Module):
         abar = self.schedule.alphas_cumprod.double()
         weights = ((1 - abar) / abar).sqrt().clamp(1.0, self.config.loss_weight_cap)
         return (weights / weights.mean()).float()
-
-    # ---- sampling -----------------------------------------------------------------------------
-    def generate(self, context: Tensor, times: Sequence[float], num_samples: int, scheduler: Sampler,
-                 denoiser: FrameDenoiser, noise: NoiseStreams, t0: float | None = None,
-                 motion_state: Tensor | None = None, on_frame: Callable[[], None] | None = None
-                 ) -> tuple[Tensor, Tensor]:
-        """The prediction pipeline: context -> motion state -> SDE -> :func:`~stdiff.sampling.denoise_frames`.
-
-        context: (N, L, C, H, W) in [-1, 1], its last frame at ``t0`` (default L - 1) conditions the
-        first frame; motion_state: the Conv-GRU state (N, F, h, w) at t0 (None: encode ``context``);
-        noise: N * num_samples rows (video-major), feeding the SDE (``noise=``) and the diffusion.
-        Each frame is conditioned on the frame :meth:`conditioning_sources` names, through
-        :meth:`frame_condition` of its motion and time gap.
-        Returns frames (N, S, T, C, H, W) in [-1, 1] and motion (T, N*S, F, h, w).
-        """
-        n = context.shape[0]
-        rows = n * num_samples
-        if len(noise) != rows:
-            raise ValueError(f"noise must have N * num_samples = {rows} rows, got {len(noise)}")
-        t0 = float(context.shape[1] - 1) if t0 is None else float(t0)
-        m = self.encode_context(context) if motion_state is None else motion_state
-        m = m.repeat_interleave(num_samples, dim=0)
-        motion = self.future_motion(m, t0, times, noise=noise)                 # (T, N*S, F, h, w)
-        prev = context[:, -1].repeat_interleave(num_samples, dim=0)
-        sources = self.conditioning_sources(t0, times)
-        gaps = [float(t) - (t0 if j < 0 else float(times[j])) for t, j in zip(times, sources)]
-        condition = torch.stack([self.frame_condition(motion[i], motion.new_full((rows,), g))
-                                 for i, g in enumerate(gaps)]) if self.gap_aware else motion
-        frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, on_frame, sources,
-                                self.noise_times(t0, times))
-        return frames.unflatten(0, (n, num_samples)), motion
-
-    @torch.no_grad()
-    def sample(
-        self,
-        observed: Tensor,
-        times: Sequence[float],
-        num_samples: int = 1,
-        sampler: str = "ddpm",
-        steps: int = 100,
-        generator: torch.Generator | None = None,
-        cache_spade: bool = True,
-        t0: float | None = None,
-        motion_state: Tensor | None = None,
-        return_motion: bool = False,
-        progress: bool = False,
-        noise: NoiseStreams | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Autoregressive sampling of the frames at ``times``; returns (N, S, T, C, H, W) in [-1, 1].
-
-        observed: (N, To, C, H, W) in [-1, 1] (its last frame conditions the first prediction).
-        times: strictly increasing times after ``t0`` (default To - 1, the last observed index),
-        fractions allowed. The context is encoded once and the SDE solved once over all times;
-        S samples per video run as one batch of N*S. ``cache_spade`` computes SPADE's gamma/beta
-        once per frame (exact); False recomputes them at every denoising step (the official code).
-        ``motion_state``: a precomputed Conv-GRU state (N, F, h, w) for ``observed`` (streaming).
-        Random numbers: ``noise`` (N*S rows, e.g. ``NoiseStreams.for_videos(seed, N, S)``: sample s
-        of video v then does not depend on N or S), else streams seeded from ``generator`` (the
-        global RNG when None). ``progress``: show a progress bar over the predicted frames.
-        With ``return_motion`` also returns the motion states (N, S, T, F, h, w).
-        """
-        n = observed.shape[0]
-        if noise is not None and generator is not None:
-            raise ValueError("give either noise or generator, not both")
-        if noise is None:
-            noise = NoiseStreams.from_generator(generator, n * num_samples, observed.device)
-        scheduler = make_sampler(sampler, steps, self.schedule)
-        denoiser = CachedDenoiser(self.unet, self.unet.conv_in.weight.dtype) if cache_spade \
-            else StepwiseDenoiser(self.unet)
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(times), desc="sample", unit="frame", disable=not progress, leave=False) as bar:
-            out, motion = self.generate(observed, times, num_samples, scheduler, denoiser, noise, t0=t0,
-                                        motion_state=motion_state, on_frame=lambda: bar.update(1))
-        if return_motion:
-            return out, motion.transpose(0, 1).unflatten(0, (n, num_samples))
-        return out

@@ -27,6 +27,10 @@ _KEY_STEP = (0x9E3779B9, 0xBB67AE85)
 _TWO_POW_M24 = 5.9604644775390625e-8
 
 
+#: Most normals one call computes (the pure-PyTorch generator keeps several temporaries per element).
+MAX_NUMEL = 2**31
+
+
 def _mul_wide(m: int, c: Tensor) -> tuple[Tensor, Tensor]:
     """(high, low) 32-bit words of ``m * c`` for a 32-bit constant m and words c in [0, 2^32)."""
     low_part = (c & 0xFFFF) * m  # < 2^48
@@ -91,7 +95,12 @@ def _angle(w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def normals(numel: int, seed: int, offset: int, device: torch.device | str | None = None) -> Tensor:
-    """Standard normals (numel,) float32 of elements 0..numel-1 of the stream (seed, offset)."""
+    """Standard normals (numel,) float32 of elements 0..numel-1 of the stream (seed, offset).
+
+    Refuses more than :data:`MAX_NUMEL` elements (ValueError) before allocating anything."""
+    if numel > MAX_NUMEL:
+        raise ValueError(f"shape has {numel:,} elements, above the limit of {MAX_NUMEL:,} (2**31) Philox normals "
+                         "per call (8 GiB of float32 and several times that in temporaries)")
     blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=device)
     w0, w1, w2, w3 = _philox4x32_10(blocks, seed, offset)
     ra, rb = _radius(w0), _radius(w2)

@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from .schedule import NoiseSchedule
+from ..noise_schedule import NoiseSchedule
 from .timesteps import check_steps
+
+
+class StepOutput(NamedTuple):
+    """What a reverse step returns (diffusers' names): ``prev_sample`` x_prev, the next iterate, and
+    ``pred_original_sample`` the clean sample x0 the step predicted from eps (clipped when the
+    sampler clips), both with the input sample's shape, dtype and device."""
+
+    prev_sample: Tensor
+    pred_original_sample: Tensor
+
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """Arithmetic dtype of a step: float32 for 16-bit inputs, else the input dtype."""
@@ -17,8 +29,10 @@ class Sampler(ABC):
     """Base class: a descending grid of train timesteps and a ``step`` from x_t to x_prev.
 
     Subclasses implement ``_grid``, ``_prepare`` (per-step coefficients, python floats in float64),
-    ``_step`` and, when some steps add noise, ``_noisy``. ``timesteps`` is a 1-D long CPU tensor; ``step`` accepts any of its entries as a
-    python int or a 0-d/1-element tensor.
+    ``_step`` and, when some steps add noise, ``_noisy``. ``timesteps`` is a 1-D long CPU tensor.
+    Two ways to name a step: :meth:`step` takes a timestep (any entry of ``timesteps``, a python int
+    or a 0-d/1-element tensor; diffusers' interface), :meth:`step_at` its position in ``timesteps``
+    (what a loop over the grid has; no lookup).
     """
 
     def __init__(self, schedule: NoiseSchedule | None = None) -> None:
@@ -39,8 +53,8 @@ class Sampler(ABC):
         """Precompute the per-step coefficients for ``self._ts``."""
 
     @abstractmethod
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
-        """The step at grid position i, in the working dtype (noise: given iff ``_noisy(i)``)."""
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(x_prev, x0) of the step at grid position i, in the working dtype (noise: given iff ``_noisy(i)``)."""
 
     def _noisy(self, i: int) -> bool:
         """Whether the step at grid position i adds noise (deterministic samplers: never)."""
@@ -48,8 +62,7 @@ class Sampler(ABC):
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose the inference grid (1 <= num_inference_steps <= T) and reset the state."""
-        check_steps(num_inference_steps, self.schedule.num_train_timesteps)
-        self._ts = self._grid(num_inference_steps)
+        self._ts = self._grid(check_steps(num_inference_steps, self.schedule.num_train_timesteps))
         self._index = {t: i for i, t in enumerate(self._ts)}
         self.num_inference_steps = len(self._ts)
         self.timesteps = torch.tensor(self._ts, dtype=torch.long)
@@ -82,16 +95,24 @@ class Sampler(ABC):
         """Whether :meth:`step` at ``timestep`` adds noise (then it needs ``noise``)."""
         return self._noisy(self.step_index(timestep))
 
+    def needs_noise_at(self, index: int) -> bool:
+        """Whether the step at grid position ``index`` adds noise."""
+        return self._noisy(self._check_index(index))
+
     def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, noise: Tensor | None = None
-             ) -> Tensor:
-        """One reverse step x_t -> x_prev.
+             ) -> StepOutput:
+        """One reverse step x_t -> x_prev at ``timestep`` (see :meth:`step_at`)."""
+        return self.step_at(self.step_index(timestep), model_output, sample, noise)
+
+    def step_at(self, index: int, model_output: Tensor, sample: Tensor, noise: Tensor | None = None) -> StepOutput:
+        """One reverse step x_t -> x_prev at grid position ``index`` (timestep ``timesteps[index]``).
 
         model_output: predicted noise eps, same shape as sample (N, ...); sample: x_t, floating;
-        noise: standard normals of sample's shape, required exactly when :meth:`needs_noise`
-        (the caller owns the random numbers). Returns x_prev with sample's shape, dtype and
-        device (16-bit inputs are computed in float32).
+        noise: standard normals of sample's shape, required exactly when :meth:`needs_noise_at`
+        (the caller owns the random numbers). Returns :class:`StepOutput` (x_prev and the predicted
+        x0) with sample's shape, dtype and device (16-bit inputs are computed in float32).
         """
-        i = self.step_index(timestep)
+        i = self._check_index(index)
         if not isinstance(sample, Tensor) or not sample.is_floating_point():
             raise TypeError("sample must be a floating tensor")
         if not isinstance(model_output, Tensor) or model_output.shape != sample.shape:
@@ -104,5 +125,13 @@ class Sampler(ABC):
         if not noisy and noise is not None:
             raise ValueError(f"noise must be None at timestep {self._ts[i]} (a deterministic step)")
         wd = work_dtype(sample.dtype)
-        out = self._step(i, model_output.to(wd), sample.to(wd), None if noise is None else noise.to(sample.device, wd))
-        return out.to(sample.dtype)
+        prev, x0 = self._step(i, model_output.to(wd), sample.to(wd),
+                              None if noise is None else noise.to(sample.device, wd))
+        return StepOutput(prev.to(sample.dtype), x0.to(sample.dtype))
+
+    def _check_index(self, index: int) -> int:
+        if not self._ts:
+            raise RuntimeError("call set_timesteps(num_inference_steps) before step()")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self._ts):
+            raise ValueError(f"index must be an int in [0, {len(self._ts)}), got {index!r}")
+        return index

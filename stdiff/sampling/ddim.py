@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..noise_schedule import NoiseSchedule
 from .base import Sampler
-from .schedule import NoiseSchedule
 from .timesteps import check_spacing, spaced_timesteps
 
 
@@ -64,7 +64,7 @@ class DDIMSampler(Sampler):
                 sqrt_a_t=math.sqrt(a_t), sqrt_1m_a_t=math.sqrt(1.0 - a_t), sqrt_a_prev=math.sqrt(a_prev),
                 dir_coef=math.sqrt(max(1.0 - a_prev - std * std, 0.0)), std=std))
 
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
         c = self._coef[i]
         x0 = (sample - c.sqrt_1m_a_t * model_output) / c.sqrt_a_t
         if self.clip_sample:
@@ -75,7 +75,7 @@ class DDIMSampler(Sampler):
         prev = c.sqrt_a_prev * x0 + c.dir_coef * eps
         if noise is not None:
             prev = prev + c.std * noise
-        return prev
+        return prev, x0
 
     def _noisy(self, i: int) -> bool:
         return self.eta > 0

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..noise_schedule import NoiseSchedule
 from .base import Sampler
-from .schedule import NoiseSchedule
 from .timesteps import check_spacing, spaced_timesteps
 
 
@@ -60,7 +60,7 @@ class DDPMSampler(Sampler):
                 mean_x=math.sqrt(1.0 - beta) * (1.0 - a_prev) / (1.0 - a_t),
                 std=math.sqrt(variance), noisy=t > 0))
 
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
         c = self._coef[i]
         x0 = (sample - c.sqrt_1m_a_t * model_output) / c.sqrt_a_t
         if self.clip_sample:
@@ -68,7 +68,7 @@ class DDPMSampler(Sampler):
         prev = c.mean_x0 * x0 + c.mean_x * sample
         if noise is not None:
             prev = prev + c.std * noise
-        return prev
+        return prev, x0
 
     def _noisy(self, i: int) -> bool:
         return self._coef[i].noisy

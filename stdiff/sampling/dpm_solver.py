@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..noise_schedule import NoiseSchedule
 from .base import Sampler
-from .schedule import NoiseSchedule
 from .timesteps import dpm_timesteps
 
 FINAL_SIGMAS = ("sigma_min", "zero")
@@ -124,7 +124,7 @@ class DPMSolverPPSampler(Sampler):
         self._history = []
         self._next = 0
 
-    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> Tensor:
+    def _step(self, i: int, model_output: Tensor, sample: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
         if i == 0:
             self.reset()
         elif i != self._next:
@@ -140,4 +140,4 @@ class DPMSolverPPSampler(Sampler):
         out = sample * c.x_coef
         for w, m in zip(c.weights, reversed(self._history)):
             out = out + w * m
-        return out
+        return out, x0

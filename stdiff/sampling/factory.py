@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..noise_schedule import NoiseSchedule
 from .base import Sampler
 from .ddim import DDIMSampler
 from .ddpm import DDPMSampler
 from .dpm_solver import DPMSolverPPSampler
-from .schedule import NoiseSchedule
+from .timesteps import check_steps
 
 SAMPLERS: dict[str, tuple[type[Sampler], dict[str, Any]]] = {
     "ddpm": (DDPMSampler, {}),
@@ -20,14 +21,21 @@ SAMPLERS: dict[str, tuple[type[Sampler], dict[str, Any]]] = {
 }
 
 
-def make_sampler(name: str, steps: int, schedule: NoiseSchedule | None = None, **kw: Any) -> Sampler:
+#: Default number of denoising steps per sampler (DDPM-100 is the official test setting).
+DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp": 20, "dpmpp3m": 20}
+
+
+def make_sampler(name: str, steps: int | None = None, schedule: NoiseSchedule | None = None, **kw: Any) -> Sampler:
     """A sampler with its grid set: "ddpm", "ddim", "dpmpp" (DPM-Solver++ 2M) or "dpmpp3m".
 
-    steps: number of inference steps in [1, schedule.num_train_timesteps]; ``kw`` go to the
-    sampler's constructor (e.g. eta=0.5 for DDIM, clip_sample=True for DPM-Solver++).
+    The one check of a sampler request (ValueError naming ``sampler`` or ``steps``). steps: number
+    of inference steps in [1, schedule.num_train_timesteps] (default :data:`DEFAULT_STEPS`); ``kw``
+    go to the sampler's constructor (e.g. eta=0.5 for DDIM, clip_sample=True for DPM-Solver++).
     """
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)} (a str), got {name!r}")
+    schedule = schedule if schedule is not None else NoiseSchedule()
+    steps = check_steps(DEFAULT_STEPS[name] if steps is None else steps, schedule.num_train_timesteps, "steps")
     cls, defaults = SAMPLERS[name]
     sampler = cls(schedule, **{**defaults, **kw})
     sampler.set_timesteps(steps)

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 
+from ..validation import check_int
+
 SPACINGS = ("leading", "trailing", "linspace")
 
 
-def check_steps(num_inference_steps: int, num_train_timesteps: int) -> None:
-    """ValueError unless 1 <= num_inference_steps <= num_train_timesteps (a python int)."""
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-        raise ValueError(f"num_inference_steps must be an int, got {num_inference_steps!r}")
-    if not 1 <= num_inference_steps <= num_train_timesteps:
-        raise ValueError(f"num_inference_steps must lie in [1, {num_train_timesteps}], got {num_inference_steps}")
+def check_steps(num_inference_steps: int, num_train_timesteps: int, name: str = "num_inference_steps") -> int:
+    """``num_inference_steps`` as an int if it is an integer (Python or NumPy, not a bool) in
+    [1, num_train_timesteps], else ValueError naming ``name``."""
+    return check_int(name, num_inference_steps, 1, num_train_timesteps)
 
 
 def check_spacing(spacing: str, allowed: tuple[str, ...] = SPACINGS) -> None:

@@ -102,6 +102,7 @@ def save_preview(model, clips: Tensor, num_observed: int, path: Path, sampler: s
 
     ``model``: an STDiff (the EMA copy); frames after ``num_observed`` are predicted at their times.
     """
+    from ..pipeline import sample
     from ..prediction import Prediction
 
     device = next(model.parameters()).device
@@ -112,10 +113,10 @@ def save_preview(model, clips: Tensor, num_observed: int, path: Path, sampler: s
     was_training = model.training
     model.eval()
     try:
-        frames = model.sample(observed * 2 - 1, times, sampler=sampler, steps=steps, generator=generator)
+        frames = sample(model, observed, times, 1, sampler, steps, generator=generator).frames
     finally:
         model.train(was_training)
-    pred = Prediction(frames=((frames + 1) / 2).float().cpu(), times=times, observed=observed.float().cpu())
+    pred = Prediction(frames=frames.float().cpu(), times=times, observed=observed.float().cpu())
     try:
         pred.save_gif(path, ground_truth=future.float().cpu())
     except (OSError, ValueError) as exc:

@@ -6,7 +6,9 @@ checkpoint, then :class:`.signals.TrainingInterrupted` is raised (see :mod:`.sig
 Outputs under ``config.out``: ``checkpoints/step-XXXXXXX/`` (training state, see
 :mod:`.state`), ``export/`` (config.json + model.safetensors with the EMA weights, loadable by
 :func:`stdiff.checkpoint.load_pretrained`), ``logs/`` (CSV, TensorBoard), ``previews/`` (GIFs)
-and ``train_config.yaml``. Runs single-process or under torchrun (see :mod:`.distributed`).
+and ``train_config.yaml``. Runs single-process or under torchrun (see :mod:`.distributed`). Rank 0
+holds the lock of ``config.out`` for the run (:func:`stdiff.fileio.folder_lock`); resuming follows
+:mod:`.resume`.
 """
 from __future__ import annotations
 
@@ -24,14 +26,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import save_pretrained
 from ..dtypes import auto_dtype
-from ..fileio import atomic_write_text, check_output_dir
+from ..fileio import atomic_write_text, check_output_dir, folder_lock
 from ..models import STDiff
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object, init_distributed,
                           max_over_ranks, mean_over_ranks, shutdown)
 from .ema import EMA
 from .logging import TrainLogger, save_preview
-from .schedule import cosine_with_warmup, make_schedule
+from .resume import LRPlan, resume_plan
+from .schedule import cosine_with_warmup
 from .signals import StopRequest, TrainingInterrupted, signal_name
 from .state import (TrainingState, capture_rng, checkpoint_name, find_latest_valid, list_checkpoints,
                     load_state, prune_checkpoints, remove_partial, restore_rng, save_state)
@@ -116,12 +119,14 @@ class _Trainer:
         self.model_config = cfg.model_config()
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = STDiff(self.model_config).to(info.device)
-        if cfg.init_from is not None:
-            _init_weights(self.model, cfg.init_from)
+        if cfg.init_from is not None and not (cfg.resume and list_checkpoints(cfg.out_dir / "checkpoints")):
+            _init_weights(self.model, cfg.init_from)  # a resumed run takes its weights from the checkpoint
         self.ema = EMA(self.model, cfg.ema_max_decay, cfg.ema_power, cfg.ema_inv_gamma)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
-        self.scheduler = make_schedule(cfg.lr_schedule, self.optimizer, cfg.warmup(), cfg.steps, cfg.lr_cycles)
+        self.lr_plan = LRPlan(cfg.lr_schedule, cfg.warmup(), cfg.steps, cfg.lr_cycles)
+        self.scheduler = self.lr_plan.scheduler(self.optimizer)
+        self.resume_note = ""  # what a resume changed (logged)
         self.generator = torch.Generator(info.device).manual_seed(cfg.seed * 1_000_003 + info.rank)
         self.step = 0
         #: bfloat16 autocast of the step ("auto": where the device computes bfloat16 natively)
@@ -130,7 +135,7 @@ class _Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def meta(self) -> dict:
         return {"world_size": self.info.world_size, "model_config": self.model_config.to_dict(),
-                "train_config": self.cfg.to_dict()}
+                "train_config": self.cfg.to_dict(), "lr_plan": self.lr_plan.to_dict()}
 
     def save(self) -> Path | None:
         """Write a training checkpoint (rank 0; the RNG states of all ranks are gathered)."""
@@ -183,10 +188,14 @@ class _Trainer:
         if state.meta.get("model_config") != self.model_config.to_dict():
             raise ValueError(f"checkpoint {str(state.path)!r} was trained with a different model config; "
                              "resume with the same preset and model overrides")
+        self.lr_plan, self.resume_note = resume_plan(state, self.cfg)
         self.model.load_state_dict(state.model)
         self.ema.load_state_dict(state.ema, state.ema_updates)
         self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler = self.lr_plan.scheduler(self.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * self.lr_plan.factor(state.step)  # continuous also when --steps changed
         self.step = state.step
         if len(state.rng) == self.info.world_size:
             restore_rng(state.rng[self.info.rank], self.generator)
@@ -231,7 +240,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
-        return _train(cfg, info)
+        with folder_lock(cfg.out_dir, "--out") if info.is_main else contextlib.nullcontext():
+            return _train(cfg, info)
     finally:
         shutdown(info)
 
@@ -261,6 +271,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     logger = TrainLogger(out, cfg.steps, trainer.step, enabled=info.is_main)
     if cfg.resume:
         logger.write(f"resumed from step {trainer.step}" if resumed else "no checkpoint to resume: starting at step 0")
+        if trainer.resume_note:
+            logger.write(trainer.resume_note)
     clips_per_step = cfg.batch_size * cfg.grad_accum * info.world_size
     losses: list[tuple[int, float]] = []
     trainer.model.train()

@@ -14,6 +14,8 @@ import time
 import torch
 from torch import Tensor
 
+from ..pipeline import sample
+
 __all__ = ["one_step_mse", "load_ema_model", "held_out_clips", "emit", "main"]
 
 
@@ -38,9 +40,8 @@ def one_step_mse(model, clips: Tensor, sampler: str = "ddim", steps: int = 50, n
     for start in range(0, clips.shape[0], batch_size):
         batch = clips[start:start + batch_size].to(device)
         observed, target = batch[:, :to], batch[:, to]
-        pred = model.sample(observed * 2 - 1, [float(to)], num_samples=num_samples, sampler=sampler, steps=steps,
-                            generator=generator)
-        pred = (pred[:, :, 0].float() + 1) / 2                                  # (N, S, C, H, W)
+        pred = sample(model, observed, [float(to)], num_samples, sampler, steps,
+                      generator=generator).frames[:, :, 0]                     # (N, S, C, H, W) in [0, 1]
         per_clip["model"].append(((pred - target[:, None]) ** 2).flatten(2).mean(2).mean(1))
         per_clip["mean"].append(((pred.mean(1) - target) ** 2).flatten(1).mean(1))
         per_clip["copy"].append(((observed[:, -1] - target) ** 2).flatten(1).mean(1))

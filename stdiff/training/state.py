@@ -116,6 +116,9 @@ def load_state(path: str | os.PathLike) -> TrainingState:
         meta = json.loads((p / "state.json").read_text())
         if meta.get("format") != FORMAT["format"]:
             raise ValueError(f"state.json format is {meta.get('format')!r}, expected {FORMAT['format']!r}")
+        if meta.get("version") != FORMAT["version"] or isinstance(meta.get("version"), bool):
+            raise ValueError(f"state.json has format version {meta.get('version')!r}; this stdiff reads version "
+                             f"{FORMAT['version']}")
         if "checksums" in meta:  # checkpoints written before checksums were recorded load unchecked
             verify_checksums(p, meta["checksums"])
         trainer = torch.load(p / "trainer.pt", map_location="cpu", weights_only=True)
