@@ -102,7 +102,7 @@ def test_training_bf16_auto_only_where_native(cpu_flags, flags, expected, tmp_pa
 
 
 def test_demo_configuration_trains_in_bf16_where_native():
-    """The demo configuration's bf16 lever (1.2x per step with AVX512-BF16, same loss curve) is 'auto'."""
+    """The demo configuration's bf16 lever (faster per step with AVX512-BF16, same loss curve) is 'auto'."""
     from pathlib import Path
 
     from stdiff.training import TrainConfig
