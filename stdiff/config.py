@@ -23,6 +23,8 @@ MOTION_ACTIVATIONS = ("relu", "leaky_relu")
 #: since its conditioning frame; gap 0 is no motion). Gap-aware models condition in-between frames on
 #: the last frame of the integer grid (``STDiff.conditioning_sources``).
 GAP_CONDITIONINGS = ("none", "scaled_motion")
+#: what the diffusion generates: the frame itself (official) or its change from the conditioning frame
+DIFFUSION_TARGETS = ("frame", "residual")
 
 
 #: Bounds of every numeric config field (inclusive): far beyond any trained model, small enough that
@@ -136,6 +138,10 @@ class STDiffConfig:
     #: training only: probability that a target is replaced by its own conditioning frame (gap 0, the
     #: identity as an anchor for the in-between gaps a model trained on integer frames never sees)
     gap_zero_prob: float = 0.0
+    #: "frame" (official): the diffusion generates the frame; "residual": it generates the change from
+    #: the conditioning frame, (frame - cond) / 2, so a frame a small gap away stays close to its
+    #: conditioning frame wherever the model sees no motion
+    diffusion_target: str = "frame"
 
     @property
     def motion_channels(self) -> int:
@@ -188,6 +194,7 @@ class STDiffConfig:
         _real("gap_zero_prob", self.gap_zero_prob)
         if self.gap_zero_prob and self.gap_conditioning == "none":
             raise ValueError("gap_zero_prob > 0 needs a gap-aware model (gap_conditioning != 'none')")
+        _choice("diffusion_target", self.diffusion_target, DIFFUSION_TARGETS)
         return self
 
     def _validate_unet(self, u: UNetConfig) -> None:

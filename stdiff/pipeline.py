@@ -87,8 +87,8 @@ def _check_rows(noise: NoiseStreams, rows: int) -> None:
 
 def denoise_frames(denoiser: FrameDenoiser, scheduler: Sampler, condition: Tensor, prev: Tensor,
                    noise: NoiseStreams, times: Sequence[float], sources: Sequence[int] | None = None,
-                   noise_times: Sequence[float] | None = None, on_frame: Callable[[], None] | None = None
-                   ) -> Tensor:
+                   noise_times: Sequence[float] | None = None, on_frame: Callable[[], None] | None = None,
+                   from_target: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
     """Generate the frames at ``times`` one after the other, each conditioned on an earlier one.
 
     condition: (T, B, F', h, w) the SPADE input of each frame (the motion states at ``times``, or the
@@ -97,7 +97,9 @@ def denoise_frames(denoiser: FrameDenoiser, scheduler: Sampler, condition: Tenso
     frame ``sources[i] < i`` (default: on the frame just before it); noise: B rows. Frame i draws its
     noise under the name n_i = ``frame_key(noise_times[i])`` (default its own time t_i): it starts from
     x_T = ``noise.randn((2, n_i, -1), ...)`` and its denoising step j adds ``noise.randn((2, n_i, j), ...)``
-    when the sampler is stochastic there. ``on_frame`` is called after each frame. Returns
+    when the sampler is stochastic there. ``on_frame`` is called after each frame. ``from_target``
+    turns the generated clean sample and the conditioning frame into the frame (the model's
+    :meth:`~stdiff.models.STDiff.from_target`; default: the sample is the frame). Returns
     (B, T, C, H, W) in [-1, 1].
     """
     _check_rows(noise, prev.shape[0])
@@ -122,10 +124,10 @@ def denoise_frames(denoiser: FrameDenoiser, scheduler: Sampler, condition: Tenso
                 eps = denoiser(x, timesteps[j], cond, conditioning)
             z = noise.randn((DIFFUSION_NOISE, frame, j), shape).to(prev.device) if scheduler.needs_noise_at(j) else None
             x = scheduler.step_at(j, eps, x, z).prev_sample
-        frames.append(x)
+        frames.append(x.clamp(-1, 1) if from_target is None else from_target(x, cond))
         if on_frame is not None:
             on_frame()
-    return torch.stack(frames, 1).clamp(-1, 1)
+    return torch.stack(frames, 1)
 
 
 def generate(model: STDiff, context: Tensor, times: Sequence[float], scheduler: Sampler, denoiser: FrameDenoiser,
@@ -152,7 +154,7 @@ def generate(model: STDiff, context: Tensor, times: Sequence[float], scheduler: 
     condition = torch.stack([model.frame_condition(motion[i], motion.new_full((rows,), g))
                              for i, g in enumerate(gaps)]) if model.gap_aware else motion
     frames = denoise_frames(denoiser, scheduler, condition, prev, noise, times, sources,
-                            model.noise_times(t0, times), on_frame)
+                            model.noise_times(t0, times), on_frame, model.from_target)
     return frames, motion
 
 

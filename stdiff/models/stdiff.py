@@ -122,6 +122,21 @@ class STDiff(nn.Module):
             return [float(t) for t in times]
         return [float(t0) + math.ceil(float(t) - float(t0) - 1e-6) for t in times]
 
+    # ---- what the diffusion generates ------------------------------------------------------------
+    @property
+    def residual(self) -> bool:
+        """Whether the diffusion generates the change from the conditioning frame (``diffusion_target``)."""
+        return self.config.diffusion_target == "residual"
+
+    def to_target(self, frame: Tensor, cond: Tensor) -> Tensor:
+        """The diffusion's clean sample for ``frame`` given its conditioning frame ``cond`` (both (B, C, H, W)
+        in [-1, 1]): the frame itself, or ``(frame - cond) / 2`` (in [-1, 1] as well) for a residual model."""
+        return (frame - cond) / 2 if self.residual else frame
+
+    def from_target(self, x0: Tensor, cond: Tensor) -> Tensor:
+        """Inverse of :meth:`to_target`: the frame (B, C, H, W) in [-1, 1] from a generated clean sample."""
+        return (cond + 2 * x0).clamp(-1, 1) if self.residual else x0.clamp(-1, 1)
+
     # ---- diffusion ----------------------------------------------------------------------------
     def denoise(self, x_t: Tensor, timestep: Tensor | int, prev_frame: Tensor,
                 motion: Tensor | None = None, spade=None) -> Tensor:
@@ -138,7 +153,8 @@ class STDiff(nn.Module):
         conditioned on the ground truth at the previously selected time (the last observed frame for
         the first), with its own noise and diffusion step. A gap-aware model (``gap_conditioning``)
         sees each target's time gap, and with probability ``gap_zero_prob`` a target is replaced by
-        its conditioning frame at gap 0. The motion path (encoder, Conv-GRU, SDE state and
+        its conditioning frame at gap 0. A residual model (``diffusion_target``) noises the change from the
+        conditioning frame instead of the frame (:meth:`to_target`). The motion path (encoder, Conv-GRU, SDE state and
         increments) runs in float32 even under autocast: bf16 steps lose a small drift.
         """
         n, to = observed.shape[:2]
@@ -161,13 +177,14 @@ class STDiff(nn.Module):
             m = self.encode_context(observed.float())
             motion = self.future_motion(m, to - 1, [to + j for j in selected], generator=generator)
         motion = motion.transpose(0, 1).flatten(0, 1)                           # (N*k, F, h, w)
-        x0 = targets.flatten(0, 1)
+        cond = prevs.flatten(0, 1)
+        x0 = self.to_target(targets.flatten(0, 1), cond)
         noise = randn(x0.shape, generator, x0)
         steps = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=generator,
                               device=device).to(x0.device)
         x_t = self.schedule.add_noise(x0, noise, steps)
         condition = self.frame_condition(motion, gaps.flatten().to(motion.device))
-        eps = self.denoise(x_t, steps, prevs.flatten(0, 1), motion=condition)
+        eps = self.denoise(x_t, steps, cond, motion=condition)
         if self.config.loss_weighting == "none":
             return F.l1_loss(eps, noise)
         weights = self.loss_weights().to(eps.device)[steps]
