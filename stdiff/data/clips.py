@@ -4,14 +4,19 @@ A clip is ``num_frames`` frames taken every ``frame_step`` frames, so it spans
 ``(num_frames - 1) * frame_step + 1`` source frames. By default windows do not overlap
 (``clip_stride`` = span) and the unused remainder is split evenly before and after them,
 as the official STDiff loaders do (KTH, BAIR, KITTI, Cityscapes); ``clip_stride=1`` gives
-every window.
+every window. :class:`ClipDataset` is the dataset base of both: clip index, transform, items.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
 
-__all__ = ["clip_span", "clip_starts", "ClipIndex"]
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import ClipTransform
+
+__all__ = ["clip_span", "clip_starts", "ClipIndex", "ClipDataset"]
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -79,3 +84,32 @@ class ClipIndex:
             raise IndexError(f"clip index {index} out of range for {len(self.clips)} clips")
         video, start = self.clips[index]
         return video, [start + t * self.frame_step for t in range(self.num_frames)]
+
+
+class ClipDataset(Dataset):
+    """What the frame-folder and video-file datasets share: the transform, the :class:`ClipIndex`
+    over their videos and the item protocol. A subclass checks the transform first
+    (``super().__init__(transform)``), then lists its videos, calls :meth:`_index_clips` and reads one
+    clip in :meth:`_read`."""
+
+    def __init__(self, transform: ClipTransform) -> None:
+        if not isinstance(transform, ClipTransform):
+            raise TypeError(f"transform must be a ClipTransform, got {type(transform).__name__}")
+        self.transform = transform
+
+    def _index_clips(self, lengths: Sequence[int], names: Sequence[str], num_frames: int, frame_step: int,
+                     clip_stride: int | None) -> None:
+        self.index = ClipIndex(lengths, num_frames, frame_step, clip_stride, names)
+        self.num_frames = num_frames
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """(T, C, H, W) float32 in [0, 1]."""
+        video, frame_ids = self.index[index]
+        return self._read(video, frame_ids)
+
+    def _read(self, video: int, frame_ids: list[int]) -> torch.Tensor:
+        """The clip of frames ``frame_ids`` of video number ``video``, transformed."""
+        raise NotImplementedError
