@@ -14,25 +14,20 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..checks import integer
 from .transforms import ClipTransform
 
 __all__ = ["clip_span", "clip_starts", "ClipIndex", "ClipDataset"]
 
 
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
 def clip_span(num_frames: int, frame_step: int = 1) -> int:
     """Source frames covered by one clip: (num_frames - 1) * frame_step + 1."""
-    return (_positive_int("num_frames", num_frames) - 1) * _positive_int("frame_step", frame_step) + 1
+    return (integer("num_frames", num_frames, 1) - 1) * integer("frame_step", frame_step, 1) + 1
 
 
 def clip_starts(length: int, span: int, clip_stride: int | None = None) -> list[int]:
     """First-frame indices of all windows of ``span`` frames in a video of ``length`` frames."""
-    stride = span if clip_stride is None else _positive_int("clip_stride", clip_stride)
+    stride = span if clip_stride is None else integer("clip_stride", clip_stride, 1)
     if length < span:
         return []
     count = (length - span) // stride + 1
