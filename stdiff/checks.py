@@ -1,4 +1,4 @@
-"""The one strict integer check of stdiff's public arguments.
+"""The one strict integer check of stdiff's arguments.
 
 An integer argument must be an int (or a NumPy integer, via ``operator.index``), never a bool or a
 float that happens to be whole; the error names the argument and the accepted range.
@@ -7,21 +7,32 @@ from __future__ import annotations
 
 import operator
 
-__all__ = ["integer"]
+__all__ = ["NotAnInteger", "integer"]
+
+
+class NotAnInteger(TypeError, ValueError):
+    """A non-integer (or bool) where an int belongs: a TypeError and a ValueError, so that callers of
+    either contract catch it."""
 
 
 def integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high)`` (a missing bound is open); TypeError for a non-integer
-    (bools included), ValueError out of range."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if (low is not None and number < low) or (high is not None and number >= high):
-        lo = "" if low is None else f"{low} <= "
-        hi = "" if high is None else f" < {high}"
-        where = f"{lo}{name}{hi}" if (lo or hi) else name
-        raise ValueError(f"{name} must satisfy {where}, got {number}")
+    """``value`` as an int in ``[low, high]`` (a missing bound is open).
+
+    :class:`NotAnInteger` for a non-integer (bools included), ValueError out of range; both say
+    ``"{name} must be an int >= low"`` (``in [low, high]``, ``<= high``), got the value."""
+    number = None if isinstance(value, bool) else _index(value)
+    if number is None or (low is not None and number < low) or (high is not None and number > high):
+        if low is not None and high is not None:
+            bound = f" in [{low}, {high}]"
+        else:
+            bound = f" >= {low}" if low is not None else (f" <= {high}" if high is not None else "")
+        error = NotAnInteger if number is None else ValueError
+        raise error(f"{name} must be an int{bound}, got {value!r}")
     return number
+
+
+def _index(value: object) -> int | None:
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks import integer
+
 __all__ = ["MotionConfig", "SDEConfig", "UNetConfig", "STDiffConfig", "LIMITS", "PRESETS", "preset", "preset_names"]
 
 SDE_METHODS = ("euler_heun", "euler", "ode")
@@ -56,8 +58,7 @@ UNET_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
 def _int(name: str, value: object, limit: str | None = None) -> None:
     """ValueError naming ``name`` unless ``value`` is an int (not a bool) within LIMITS[limit or name]."""
     low, high = LIMITS[limit or name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    integer(name, value, int(low), int(high))
 
 
 def _real(name: str, value: object) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import integer
 from .metrics import psnr, ssim
 
 __all__ = ["METHODS", "StrideScores", "blend_in_time", "centroid_path_length", "predict_with_baselines",
@@ -34,10 +35,7 @@ METHODS = ("model", "copy_last", "blend")
 
 def stride_times(t_last: float, horizon: int, stride: int) -> list[float]:
     """The fine query times ``t_last + j / stride`` for j = 1 .. horizon * stride."""
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+    stride, horizon = integer("stride", stride, 1), integer("horizon", horizon, 1)
     return [float(t_last) + j / stride for j in range(1, horizon * stride + 1)]
 
 

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .checks import integer
+
 __all__ = ["NoiseStreams"]
 
 _MASK = (1 << 64) - 1
@@ -65,12 +67,6 @@ def _mix_tensor(z: Tensor) -> Tensor:
     return z ^ _shr(z, 31)
 
 
-def _check_int(name: str, value: object, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 class NoiseStreams:
     """One addressable standard-normal stream per batch row (see the module docstring).
 
@@ -90,9 +86,9 @@ class NoiseStreams:
                    device: str | torch.device = "cpu") -> NoiseStreams:
         """Rows ``v * num_samples + s`` (video-major, like ``repeat_interleave``); row (v, s)'s seed
         mixes (seed, v, s) only, so it does not depend on num_videos or num_samples."""
-        _check_int("seed", seed)
-        _check_int("num_videos", num_videos, 1)
-        _check_int("num_samples", num_samples, 1)
+        integer("seed", seed, 0)
+        integer("num_videos", num_videos, 1)
+        integer("num_samples", num_samples, 1)
         base = _combine(_VIDEO_TAG, seed)
         return cls([_combine(_combine(base, v), s) for v in range(num_videos) for s in range(num_samples)], device)
 
@@ -100,7 +96,7 @@ class NoiseStreams:
     def from_generator(cls, generator: torch.Generator | None, rows: int,
                        device: str | torch.device = "cpu") -> NoiseStreams:
         """Rows seeded by one draw of 64-bit ints from ``generator`` (the global RNG when None)."""
-        _check_int("rows", rows, 1)
+        integer("rows", rows, 1)
         draw_device = generator.device if generator is not None else "cpu"
         seeds = torch.randint(-(2**63), 2**63 - 1, (rows,), generator=generator, dtype=torch.int64,
                               device=draw_device)

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor
 
+from .checks import integer
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
@@ -35,9 +37,7 @@ class NoiseSchedule:
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear") -> None:
-        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) \
-                or num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
+        integer("num_train_timesteps", num_train_timesteps, 2)
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
         if beta_schedule != "squaredcos_cap_v2" and not 0.0 < beta_start <= beta_end < 1.0:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .checks import integer
 from .metrics._validate import unit_images
 from .metrics.ssim import ssim_unchecked
 from .noise import NoiseStreams
@@ -32,7 +33,6 @@ from .pipeline import autoregress_from_chosen_first, to_model_range
 from .prediction import as_frames, future_times
 from .predictor import Predictor
 from .sampling import make_sampler
-from .validation import check_int
 
 #: First-frame candidates and trajectories per video in the official test configs.
 OFFICIAL_CANDIDATES = 10
@@ -74,8 +74,8 @@ def predict_official(predictor: Predictor, observed: Tensor, times: Sequence[flo
     candidates K. The predictor must run in float32 (as the official code). Returns
     (N, S, T, C, H, W) in [0, 1] on the predictor's device; frame 0 is the same for all S.
     """
-    s = check_int("num_samples", num_samples, 1)
-    k = check_int("num_candidates", num_candidates, 1)
+    s = integer("num_samples", num_samples, 1)
+    k = integer("num_candidates", num_candidates, 1)
     if predictor.dtype != torch.float32:
         raise ValueError(f"the official protocol runs the model in float32, but the predictor runs in "
                          f"{predictor.dtype} (use dtype float32)")

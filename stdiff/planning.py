@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .checks import integer
 from .prediction import frame_key
 
 __all__ = ["Chunk", "WorkLimits", "check_work", "plan_chunks"]
@@ -66,8 +67,7 @@ class WorkLimits:
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_batch", "max_memory_bytes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            integer(name, value, 1)
 
 
 def _refuse(what: str, value: int, limit: str, limits: WorkLimits) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import integer
 from .fileio import atomic_path
 from .validation import check_tensor_storage
 
@@ -142,9 +143,7 @@ def future_times(times: object, num_frames: object, fps: object, t_last: float, 
             raise ValueError(f"times must be at least {MIN_TIME_GAP:g} frame units apart and after the last "
                              f"observed time (closer times are one frame), got {out[k]!r} after {after}")
         return out
-    n = default_frames if num_frames is None else num_frames
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    n = integer("num_frames", default_frames if num_frames is None else num_frames, 1)
     if max_frames is not None and n > max_frames:
         source = "num_frames" if num_frames is not None else "the model's num_future (default num_frames)"
         raise ValueError(f"{source} = {n:,} is above the limit max_frames={max_frames:,} (every time is a "

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_pretrained
+from .checks import integer
 from .config import STDiffConfig, preset, preset_names
 from .dtypes import resolve_dtype
 from .locks import ReadWriteLock
@@ -36,7 +37,7 @@ from .pipeline import FrameDenoiser, autoregress, make_denoiser
 from .planning import Chunk, WorkLimits, check_work
 from .prediction import Prediction, as_frames, future_times
 from .sampling import DEFAULT_STEPS, make_sampler
-from .validation import check_int, check_motion_state
+from .validation import check_motion_state
 
 __all__ = ["DEFAULT_STEPS", "Predictor", "WorkLimits"]
 
@@ -191,7 +192,7 @@ class Predictor:
             elif isinstance(t_last, bool) or not isinstance(t_last, (int, float)) or not length - 1 <= t_last < 2**53:
                 raise ValueError(f"t_last must be a number >= len(frames) - 1 = {length - 1}, got {t_last!r}")
             query = future_times(times, num_frames, fps, float(t_last), cfg.num_future, self.limits.max_frames)
-            s = check_int("num_samples", num_samples, 1)
+            s = integer("num_samples", num_samples, 1)
             scheduler = make_sampler(sampler, steps, self.model.schedule)
             state = self._check_state(motion_state, n)
             chunks = self._plan(query, float(t_last), n * s)
@@ -244,5 +245,5 @@ class Predictor:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if seed is None:
             return NoiseStreams.from_generator(generator, n * s, self.device)
-        seed = check_int("seed", seed, 0, 2**63 - 1)
+        seed = integer("seed", seed, 0, 2**63 - 1)
         return NoiseStreams.for_videos(seed, n, s, self.device)

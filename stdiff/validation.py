@@ -4,21 +4,10 @@ Each raises TypeError/ValueError naming the argument and what it accepts, before
 """
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
-__all__ = ["check_int", "check_tensor_storage", "check_motion_state"]
-
-
-def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """``value`` as an int when it is an integer (Python or NumPy, not a bool) in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low \
-            or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
-    return int(value)
+__all__ = ["check_tensor_storage", "check_motion_state"]
 
 
 def check_tensor_storage(name: str, x: Tensor) -> None:

@@ -211,6 +211,22 @@ __device__ __forceinline__ void draw_noise(const SdeArgs& s, int64_t i, A (&w)[V
   }
 }
 
+// The diffusion g of elements i .. i+V-1 (tanh applied when s.raw) and their dW (loaded from s.dw
+// when given, else drawn): the common start of the forward and backward SDE ops.
+template <int V, typename T, typename A>
+__device__ __forceinline__ void load_diffusion_and_noise(const SdeArgs& s, int64_t i, A (&g)[V], A (&w)[V]) {
+  load<V>(static_cast<const T*>(s.g), i, g);
+  if (s.dw != nullptr) {
+    load<V>(static_cast<const T*>(s.dw), i, w);
+  } else {
+    draw_noise<V>(s, i, w);
+  }
+  if (s.raw) {
+#pragma unroll
+    for (int k = 0; k < V; ++k) g[k] = tanh_(g[k]);
+  }
+}
+
 template <typename T>
 struct SdeFwdOp {
   SdeArgs s;
@@ -220,16 +236,7 @@ struct SdeFwdOp {
     using A = acc_t<T>;
     A y[V], g[V], w[V], o[V];
     load<V>(static_cast<const T*>(s.y), i, y);
-    load<V>(static_cast<const T*>(s.g), i, g);
-    if (s.dw != nullptr) {
-      load<V>(static_cast<const T*>(s.dw), i, w);
-    } else {
-      draw_noise<V>(s, i, w);
-    }
-    if (s.raw) {
-#pragma unroll
-      for (int k = 0; k < V; ++k) g[k] = tanh_(g[k]);
-    }
+    load_diffusion_and_noise<V, T>(s, i, g, w);
     if (s.g_pred != nullptr) {
       A gp[V];
       load<V>(static_cast<const T*>(s.g_pred), i, gp);
@@ -258,16 +265,7 @@ struct SdeBwdOp {
     using A = acc_t<T>;
     A gr[V], t[V], w[V], dg[V];
     load<V>(static_cast<const T*>(s.grad), i, gr);
-    load<V>(static_cast<const T*>(s.g), i, t);
-    if (s.dw != nullptr) {
-      load<V>(static_cast<const T*>(s.dw), i, w);
-    } else {
-      draw_noise<V>(s, i, w);
-    }
-    if (s.raw) {
-#pragma unroll
-      for (int k = 0; k < V; ++k) t[k] = tanh_(t[k]);
-    }
+    load_diffusion_and_noise<V, T>(s, i, t, w);
     if (s.grad_f != nullptr) {
       A df[V];
       const A dt = static_cast<A>(s.dt);

@@ -16,8 +16,9 @@ import platform
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import torch
 
@@ -26,15 +27,38 @@ from ..fileio import atomic_path
 from ..training.distributed import resolve_device  # the one --device check, shared with the commands
 
 __all__ = [
-    "COMMON_COLUMNS", "TIMING_COLUMNS", "Timing", "summarize", "measure", "measure_interleaved", "synchronize",
-    "copy_fn", "copy_gbps", "copy_bandwidth", "resolve_device", "device_name", "device_slug", "environment", "auto_backend",
-    "reset_peak_memory", "peak_memory_mib", "memory_in_use_mib", "write_csv", "read_csv", "default_out_dir",
-    "results_dir", "main",
+    "COMMON_COLUMNS", "TIMING_COLUMNS", "Case", "Plan", "Timing", "summarize", "measure", "measure_interleaved",
+    "synchronize", "copy_fn", "copy_gbps", "copy_bandwidth", "resolve_device", "device_name", "device_slug",
+    "environment", "auto_backend", "reset_peak_memory", "peak_memory_mib", "memory_in_use_mib", "write_csv",
+    "read_csv", "default_out_dir", "results_dir", "main",
 ]
 
 COMMON_COLUMNS: tuple[str, ...] = (
     "benchmark", "device", "torch", "triton", "cuda", "date", "load_avg_1m", "threads", "smoke",
 )
+
+
+SizeT = TypeVar("SizeT")
+
+
+@dataclass(frozen=True)
+class Case(Generic[SizeT]):
+    """One model preset of a benchmark plan, measured at each of ``sizes`` (what a size holds is the
+    benchmark's); each measurement times ``repeats`` runs after ``warmup`` untimed ones."""
+
+    preset: str
+    sizes: tuple[SizeT, ...]
+    repeats: int
+    warmup: int = 0
+
+
+@dataclass(frozen=True)
+class Plan(Generic[SizeT]):
+    """A benchmark plan: its cases in run order and, for a benchmark that denoises, the denoising
+    steps of each sampler."""
+
+    cases: tuple[Case[SizeT], ...]
+    steps: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

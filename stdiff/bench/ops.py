@@ -39,7 +39,7 @@ COMPILED = "reference-compiled"
 
 
 @dataclass(frozen=True)
-class Case:
+class OpCase:
     """One op call: ``op`` with ``variant`` (of its case table, stdiff.ops.cases) on (batch, C, H, W)
     tensors of a model site."""
 
@@ -77,30 +77,30 @@ def model_sites(preset_names: list[str]) -> dict[str, list[tuple[str, int, int]]
     }
 
 
-def build_cases(preset_names: list[str], batches: list[int], max_elements: int) -> list[Case]:
+def build_cases(preset_names: list[str], batches: list[int], max_elements: int) -> list[OpCase]:
     cases = []
     for op, sites in model_sites(preset_names).items():
         for variant in VARIANTS[op]:
             for site, channels, size in sites:
                 for batch in batches:
                     if batch * channels * size * size * (2 if op == "convgru_gates" else 1) <= max_elements:
-                        cases.append(Case(op, variant, site, batch, channels, size))
+                        cases.append(OpCase(op, variant, site, batch, channels, size))
     return cases
 
 
-def smoke_cases() -> list[Case]:
-    return [Case(op, variant, "smoke", 2, 8, 8) for op, variants in VARIANTS.items() for variant in variants]
+def smoke_cases() -> list[OpCase]:
+    return [OpCase(op, variant, "smoke", 2, 8, 8) for op, variants in VARIANTS.items() for variant in variants]
 
 
 # ---------------------------------------------------------------------------- op calls
-def make_call(case: Case, dtype: torch.dtype, device: torch.device, grad: bool):
+def make_call(case: OpCase, dtype: torch.dtype, device: torch.device, grad: bool):
     """(inputs that get gradients, fn(backend_fn) -> outputs) for one case (the case table's inputs)."""
     kwargs = inputs(case.op, case.variant, case.shape, dtype, device, requires_grad=grad)
     args = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
     return args, lambda fn: call(fn, kwargs)
 
 
-def bytes_moved(case: Case, mode: str, itemsize: int) -> int:
+def bytes_moved(case: OpCase, mode: str, itemsize: int) -> int:
     """Minimal DRAM traffic of the fused op: tensors read once + tensors written once (the case
     table's ``units`` of one (N, C, H, W) tensor)."""
     forward, backward = CASES[case.op].units(CASES[case.op].variants[case.variant])
@@ -108,7 +108,7 @@ def bytes_moved(case: Case, mode: str, itemsize: int) -> int:
     return units * math.prod(case.shape) * itemsize
 
 
-def backend_fns(case: Case, names: list[str], compiled: dict) -> dict[str, Callable]:
+def backend_fns(case: OpCase, names: list[str], compiled: dict) -> dict[str, Callable]:
     fns = {name: (lambda *a, _b=name, **k: getattr(ops, case.op)(*a, backend=_b, **k)) for name in names}
     if COMPILED in compiled:
         key = (case.op, case.variant)

@@ -38,7 +38,7 @@ from ..models.sde import time_grid
 from ..models.unet_blocks import MotionCondModule
 from ..predictor import Predictor
 from .common import (
-    COMMON_COLUMNS, TIMING_COLUMNS, auto_backend, environment, measure_interleaved, memory_in_use_mib,
+    COMMON_COLUMNS, TIMING_COLUMNS, Case, Plan, auto_backend, environment, measure_interleaved, memory_in_use_mib,
     peak_memory_mib, reset_peak_memory, resolve_device, results_dir, synchronize, write_csv,
 )
 from .common import main as common_main
@@ -90,38 +90,24 @@ class Size:
     profile: bool
 
 
-@dataclass(frozen=True)
-class Case:
-    preset: str
-    sizes: tuple[Size, ...]
-    repeats: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    cases: tuple[Case, ...]
-    ddpm_steps: int
-    dpmpp_steps: int
-
-
 #: "gpu": the issue's matrix (64 and 128 px, N in {1, 16}, S in {1, 10}, DDPM-100 vs
 #: DPM-Solver++-20) sized for one device session: batch 1 predicts 10 frames, the large batches
 #: fewer (frames/s is per frame; the ``frames`` column says what ran), and only the N=S=1 and
 #: N=16, S=1 sizes are profiled. Run one preset per command with ``--preset``.
 #: "cpu": what a shared 2-core machine runs in minutes (DDPM-10 vs DPM-Solver++-2, 2 frames;
 #: 64 px at N=S=1 only, plus the tiny preset). "smoke": CI.
-PLANS: dict[str, Plan] = {
+PLANS: dict[str, Plan[Size]] = {
     "gpu": Plan((
         Case("kth64", (Size(1, 1, 10, True), Size(1, 10, 10, False), Size(16, 1, 10, True), Size(16, 10, 2, False)),
              repeats=2),
         Case("cityscapes128", (Size(1, 1, 10, True), Size(1, 10, 2, False), Size(16, 1, 2, True),
                                Size(16, 10, 1, False)), repeats=2),
-    ), ddpm_steps=100, dpmpp_steps=20),
+    ), steps={"ddpm": 100, "dpmpp": 20}),
     "cpu": Plan((
         Case("tiny", (Size(1, 1, 2, True), Size(1, 10, 2, True), Size(16, 1, 2, True)), repeats=2),
         Case("kth64", (Size(1, 1, 2, True),), repeats=1),
-    ), ddpm_steps=10, dpmpp_steps=2),
-    "smoke": Plan((Case("tiny", (Size(1, 1, 1, True),), repeats=1),), ddpm_steps=2, dpmpp_steps=1),
+    ), steps={"ddpm": 10, "dpmpp": 2}),
+    "smoke": Plan((Case("tiny", (Size(1, 1, 1, True),), repeats=1),), steps={"ddpm": 2, "dpmpp": 1}),
 }
 
 
@@ -259,7 +245,7 @@ def _weights_mib(model: nn.Module) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
 
-def _size_rows(models: dict[torch.dtype, STDiff], case: Case, size: Size, plan_name: str, plan: Plan,
+def _size_rows(models: dict[torch.dtype, STDiff], case: Case[Size], size: Size, plan_name: str, plan: Plan[Size],
                device: torch.device, smoke: bool) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """Rows of predict.csv (one per variant) and predict_profile.csv for one size of a case.
 
@@ -269,7 +255,7 @@ def _size_rows(models: dict[torch.dtype, STDiff], case: Case, size: Size, plan_n
     cfg = models[torch.float32].config
     shape = (size.batch, cfg.num_observed, cfg.channels, cfg.image_size, cfg.image_size)
     frames = torch.rand(shape, generator=torch.Generator().manual_seed(size.batch))
-    steps = {v.name: plan.ddpm_steps if v.sampler == "ddpm" else plan.dpmpp_steps for v in VARIANTS}
+    steps = {v.name: plan.steps[v.sampler] for v in VARIANTS}
     predictors = {v.name: Predictor(models[v.dtype], exact_reference=v.exact_reference).to(device, v.dtype)
                   for v in VARIANTS}
     calls: dict[str, Callable[[], object]] = {
@@ -286,7 +272,7 @@ def _size_rows(models: dict[torch.dtype, STDiff], case: Case, size: Size, plan_n
         synchronize(device)
         peak, memory_kind = peak_memory_mib(device)
         memory[v.name] = _weights_mib(models[v.dtype]) + max(0.0, peak - before)
-    timings = measure_interleaved(calls, device, case.repeats, warmup=0)
+    timings = measure_interleaved(calls, device, case.repeats, case.warmup)
     peak_tflops = bf16_peak_tflops(device)
     reference_ms = timings[VARIANTS[0].name].median_ms
     rows: list[dict[str, object]] = []

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from ..config import preset
 from ..models.sde import MotionSDE, time_grid
 from .common import (
-    COMMON_COLUMNS, TIMING_COLUMNS, auto_backend, environment, measure_interleaved, resolve_device, results_dir,
-    write_csv,
+    COMMON_COLUMNS, TIMING_COLUMNS, Case, Plan, auto_backend, environment, measure_interleaved, resolve_device,
+    results_dir, write_csv,
 )
 from .common import main as common_main
 
@@ -37,28 +37,22 @@ COLUMNS: tuple[str, ...] = COMMON_COLUMNS + (
 
 
 @dataclass(frozen=True)
-class Case:
-    """The SDE of ``preset`` at batch sizes ``batches``, integrated over ``frames`` future frames."""
+class Size:
+    """The SDE of a case's preset on ``batch`` states, integrated over ``frames`` future frames."""
 
-    preset: str
-    batches: tuple[int, ...]
+    batch: int
     frames: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    cases: tuple[Case, ...]
-    repeats: int
-    warmup: int
 
 
 #: "gpu": the issue's full setting (the SDE of kth64 and cityscapes128 is the same: 256 x 16 x 16,
 #: 2 hidden layers). "cpu": what a shared 2-core machine can do in minutes (kth64 at N=8 over 1
 #: frame = 10 steps instead of 10 frames; no N=64). "smoke": CI.
-PLANS: dict[str, Plan] = {
-    "gpu": Plan((Case("kth64", (1, 8, 64), 10), Case("tiny", (1, 8, 64), 10)), repeats=10, warmup=2),
-    "cpu": Plan((Case("kth64", (1,), 10), Case("kth64", (8,), 1), Case("tiny", (1, 8, 64), 10)), repeats=5, warmup=0),
-    "smoke": Plan((Case("tiny", (1,), 1),), repeats=1, warmup=0),
+PLANS: dict[str, Plan[Size]] = {
+    "gpu": Plan((Case("kth64", (Size(1, 10), Size(8, 10), Size(64, 10)), repeats=10, warmup=2),
+                 Case("tiny", (Size(1, 10), Size(8, 10), Size(64, 10)), repeats=10, warmup=2))),
+    "cpu": Plan((Case("kth64", (Size(1, 10), Size(8, 1)), repeats=5),
+                 Case("tiny", (Size(1, 10), Size(8, 10), Size(64, 10)), repeats=5))),
+    "smoke": Plan((Case("tiny", (Size(1, 1),), repeats=1),)),
 }
 
 _TOL = 1e-9
@@ -182,13 +176,14 @@ def _compare(ours: Tensor, theirs: Tensor, what: str) -> float:
     return diff
 
 
-def _case_rows(case: Case, batch: int, plan_name: str, plan: Plan, device: torch.device, smoke: bool
+def _size_rows(case: Case[Size], size: Size, plan_name: str, device: torch.device, smoke: bool
                ) -> list[dict[str, object]]:
+    batch = size.batch
     cfg = preset(case.preset)
     sde = make_sde(case.preset, device)
     shape = (batch, cfg.motion_channels, cfg.motion_size, cfg.motion_size)
     t0 = float(cfg.num_observed - 1)
-    times = [t0 + k for k in range(1, case.frames + 1)]
+    times = [t0 + k for k in range(1, size.frames + 1)]
     gen = torch.Generator(device=device).manual_seed(batch)
     y0 = torch.randn(shape, generator=gen, device=device)
     grid = time_grid(t0, times[-1], sde.dt)
@@ -205,13 +200,13 @@ def _case_rows(case: Case, batch: int, plan_name: str, plan: Plan, device: torch
         if device.type == "cuda":
             solvers["stdiff_cuda_graph"] = _graphed(solvers["stdiff"])
             diffs["stdiff_cuda_graph"] = _compare(solvers["stdiff_cuda_graph"](), reference, "CUDA graph")
-        timings = measure_interleaved(solvers, device, plan.repeats, plan.warmup)
+        timings = measure_interleaved(solvers, device, case.repeats, case.warmup)
     base = timings["torchsde"].median_ms
     rows = []
     for name, timing in timings.items():
         rows.append({
             **environment("sde", device, smoke), "plan": plan_name, "preset": case.preset,
-            "state_shape": "x".join(map(str, shape[1:])), "batch": batch, "frames": case.frames,
+            "state_shape": "x".join(map(str, shape[1:])), "batch": batch, "frames": size.frames,
             "steps": len(dw), "method": "euler_heun", "solver": name,
             "op_backend": "torch (torchsde)" if name == "torchsde" else auto_backend(device),
             **timing.columns(), "speedup_vs_torchsde": round(base / timing.median_ms, 4), "max_abs_diff": diffs[name],
@@ -230,8 +225,8 @@ def run(device: torch.device, out_dir: Path, smoke: bool) -> list[Path]:
     path = Path(out_dir) / "sde.csv"
     rows: list[dict[str, object]] = []
     for case in plan.cases:
-        for batch in case.batches:
-            rows += _case_rows(case, batch, plan_name, plan, device, smoke)
+        for size in case.sizes:
+            rows += _size_rows(case, size, plan_name, device, smoke)
             write_csv(path, rows, COLUMNS)
     return [path]
 

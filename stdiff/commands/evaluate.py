@@ -19,6 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import add_loading_options
+
 HELP = "evaluate a checkpoint on a test set: PSNR, SSIM, LPIPS, FVD, diversity (resumable)"
 
 
@@ -61,9 +63,7 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an earlier evaluation in --out made with other settings (default: resume "
                              "only when the settings match, refuse otherwise)")
-    parser.add_argument("--trust-unverified", action="store_true",
-                        help="load a checkpoint whose config.json records no checksums (only if you trust it)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_loading_options(parser)
 
 
 def _query_times(args: argparse.Namespace, t_last: float, default_frames: int, max_frames: int) -> list[float]:

@@ -17,6 +17,8 @@ import json
 import math
 from pathlib import Path
 
+from . import add_loading_options
+
 HELP = "predict future frames of a video file or frame folder with a trained checkpoint"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_NAMES = ("prediction.gif", "grid.png", "frames", "prediction.npz")  # what a run writes into --out
@@ -61,9 +63,7 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="stdiff-predict",
                         help="output folder, replaced as a whole; new, empty or an earlier output of this command "
                              "(default: ./stdiff-predict)")
-    parser.add_argument("--trust-unverified", action="store_true",
-                        help="load a checkpoint whose config.json records no checksums (only if you trust it)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_loading_options(parser)
 
 
 def parse_times(text: str) -> list[float]:

@@ -4,30 +4,30 @@ A clip is ``num_frames`` frames taken every ``frame_step`` frames, so it spans
 ``(num_frames - 1) * frame_step + 1`` source frames. By default windows do not overlap
 (``clip_stride`` = span) and the unused remainder is split evenly before and after them,
 as the official STDiff loaders do (KTH, BAIR, KITTI, Cityscapes); ``clip_stride=1`` gives
-every window.
+every window. :class:`ClipDataset` is the dataset base of both: clip index, transform, items.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
 
-__all__ = ["clip_span", "clip_starts", "ClipIndex"]
+import torch
+from torch.utils.data import Dataset
 
+from ..checks import integer
+from .transforms import ClipTransform
 
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+__all__ = ["clip_span", "clip_starts", "ClipIndex", "ClipDataset"]
 
 
 def clip_span(num_frames: int, frame_step: int = 1) -> int:
     """Source frames covered by one clip: (num_frames - 1) * frame_step + 1."""
-    return (_positive_int("num_frames", num_frames) - 1) * _positive_int("frame_step", frame_step) + 1
+    return (integer("num_frames", num_frames, 1) - 1) * integer("frame_step", frame_step, 1) + 1
 
 
 def clip_starts(length: int, span: int, clip_stride: int | None = None) -> list[int]:
     """First-frame indices of all windows of ``span`` frames in a video of ``length`` frames."""
-    stride = span if clip_stride is None else _positive_int("clip_stride", clip_stride)
+    stride = span if clip_stride is None else integer("clip_stride", clip_stride, 1)
     if length < span:
         return []
     count = (length - span) // stride + 1
@@ -79,3 +79,32 @@ class ClipIndex:
             raise IndexError(f"clip index {index} out of range for {len(self.clips)} clips")
         video, start = self.clips[index]
         return video, [start + t * self.frame_step for t in range(self.num_frames)]
+
+
+class ClipDataset(Dataset):
+    """What the frame-folder and video-file datasets share: the transform, the :class:`ClipIndex`
+    over their videos and the item protocol. A subclass checks the transform first
+    (``super().__init__(transform)``), then lists its videos, calls :meth:`_index_clips` and reads one
+    clip in :meth:`_read`."""
+
+    def __init__(self, transform: ClipTransform) -> None:
+        if not isinstance(transform, ClipTransform):
+            raise TypeError(f"transform must be a ClipTransform, got {type(transform).__name__}")
+        self.transform = transform
+
+    def _index_clips(self, lengths: Sequence[int], names: Sequence[str], num_frames: int, frame_step: int,
+                     clip_stride: int | None) -> None:
+        self.index = ClipIndex(lengths, num_frames, frame_step, clip_stride, names)
+        self.num_frames = num_frames
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """(T, C, H, W) float32 in [0, 1]."""
+        video, frame_ids = self.index[index]
+        return self._read(video, frame_ids)
+
+    def _read(self, video: int, frame_ids: list[int]) -> torch.Tensor:
+        """The clip of frames ``frame_ids`` of video number ``video``, transformed."""
+        raise NotImplementedError

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import integer
+
 __all__ = ["sklearn_digits", "sklearn_digit_labels", "mnist_digits", "SKLEARN_TRAIN_COUNT"]
 
 SKLEARN_TRAIN_COUNT = 1437  # first 80 % of the 1,797 bundled digits; the rest is the test bank
@@ -35,8 +37,7 @@ def _check_split(split: str) -> None:
 
 
 def _check_size(size: int) -> None:
-    if not isinstance(size, int) or isinstance(size, bool) or size < 4:
-        raise ValueError(f"size must be an int >= 4, got {size!r}")
+    integer("size", size, 4)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
-from .clips import ClipIndex
+from .clips import ClipDataset
 from .transforms import ClipTransform
 
 __all__ = ["IMAGE_EXTENSIONS", "FrameFolderDataset", "natural_key", "list_frames",
@@ -114,7 +113,7 @@ def read_clip(paths: Sequence[str | os.PathLike], transform: ClipTransform) -> t
     return dataclasses.replace(transform, resize=True, crop="center")(frames)
 
 
-class FrameFolderDataset(Dataset):
+class FrameFolderDataset(ClipDataset):
     """Clips of ``num_frames`` frames from videos given as lists of frame files.
 
     Args:
@@ -139,18 +138,10 @@ class FrameFolderDataset(Dataset):
     ) -> None:
         if isinstance(videos, (str, os.PathLike)):
             videos = [list_frames(folder) for folder in find_frame_folders(videos)]
-        if not isinstance(transform, ClipTransform):
-            raise TypeError(f"transform must be a ClipTransform, got {type(transform).__name__}")
+        super().__init__(transform)
         self.videos = [[Path(p) for p in frames] for frames in videos]
-        self.transform = transform
         names = [str(frames[0].parent) if frames else "<empty video>" for frames in self.videos]
-        self.index = ClipIndex([len(v) for v in self.videos], num_frames, frame_step, clip_stride, names)
-        self.num_frames = num_frames
+        self._index_clips([len(v) for v in self.videos], names, num_frames, frame_step, clip_stride)
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """(T, C, H, W) float32 in [0, 1]."""
-        video, frame_ids = self.index[index]
+    def _read(self, video: int, frame_ids: list[int]) -> torch.Tensor:
         return read_clip([self.videos[video][i] for i in frame_ids], self.transform)

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..checks import integer
 from ..config import PRESETS
 from .digits import mnist_digits
 from .folder import IMAGE_EXTENSIONS, FrameFolderDataset, find_frame_folders, list_frames, natural_key
@@ -319,8 +320,7 @@ def build_dataset(
     To = num_observed if num_observed is not None else (recipe.num_observed if recipe else DEFAULT_OBSERVED)
     Tp = num_future if num_future is not None else (recipe.future(split) if recipe else DEFAULT_FUTURE)
     for name, value in (("num_observed", To), ("num_future", Tp)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        integer(name, value, 1)
     size = image_size if image_size is not None else (recipe.image_size if recipe else DEFAULT_IMAGE_SIZE)
     default_channels = recipe.channels if recipe else (1 if kind == "synthetic" else 3)
     channels = default_channels if channels is None else channels

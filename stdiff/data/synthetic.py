@@ -20,17 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..checks import integer
 from .digits import sklearn_digits
 
 __all__ = ["MovingDigits", "SyntheticMovingDigits", "bounce_trajectory"]
 
 _SPLIT_CODES = {"train": 0, "test": 1}
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def _digit_range(num_digits: int | Sequence[int]) -> tuple[int, int]:
@@ -123,9 +118,9 @@ class MovingDigits(Dataset):
         if not isinstance(bank, np.ndarray) or bank.ndim != 3 or bank.shape[1] != bank.shape[2] or len(bank) == 0:
             got = getattr(bank, "shape", type(bank))
             raise ValueError(f"bank must be a non-empty (M, d, d) numpy array, got {got}")
-        self.num_videos = _check_int("num_videos", num_videos, 1)
-        self.num_frames = _check_int("num_frames", num_frames, 1)
-        self.image_size = _check_int("image_size", image_size, 1)
+        self.num_videos = integer("num_videos", num_videos, 1)
+        self.num_frames = integer("num_frames", num_frames, 1)
+        self.image_size = integer("image_size", image_size, 1)
         if bank.shape[1] > self.image_size:
             raise ValueError(f"digit size {bank.shape[1]} must be <= image_size {self.image_size}")
         if channels not in (1, 3):
@@ -133,10 +128,10 @@ class MovingDigits(Dataset):
         self.bank = bank
         self.channels = int(channels)
         self.num_digits = _digit_range(num_digits)
-        self.seed = _check_int("seed", seed, 0)
-        self.split_code = _check_int("split_code", split_code, 0)
-        self.max_speed = _check_int("max_speed", max_speed, 1)
-        self.rate = _check_int("rate", rate, 1)
+        self.seed = integer("seed", seed, 0)
+        self.split_code = integer("split_code", split_code, 0)
+        self.max_speed = integer("max_speed", max_speed, 1)
+        self.rate = integer("rate", rate, 1)
 
     def __len__(self) -> int:
         return self.num_videos
@@ -228,7 +223,7 @@ class SyntheticMovingDigits(MovingDigits):
     ) -> None:
         if split not in _SPLIT_CODES:
             raise ValueError(f"split must be one of {tuple(_SPLIT_CODES)}, got {split!r}")
-        size = _check_int("image_size", image_size, 8)
+        size = integer("image_size", image_size, 8)
         digit_size = max(4, round(size * 7 / 16)) if digit_size is None else digit_size
         max_speed = max(1, round(size / 16)) if max_speed is None else max_speed
         super().__init__(

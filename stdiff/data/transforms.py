@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import integer
+
 __all__ = ["ClipTransform", "LUMA_WEIGHTS"]
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
@@ -46,8 +48,7 @@ class ClipTransform:
     vflip: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size < 1:
-            raise ValueError(f"image_size must be an int >= 1, got {self.image_size!r}")
+        integer("image_size", self.image_size, 1)
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
         if not isinstance(self.resize, (bool, int)) or (

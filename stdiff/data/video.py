@@ -17,9 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .clips import ClipIndex
+from .clips import ClipDataset
 from .transforms import ClipTransform
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "index_video", "read_frames", "find_video_files", "VideoFileDataset"]
@@ -105,7 +104,7 @@ def find_video_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-class VideoFileDataset(Dataset):
+class VideoFileDataset(ClipDataset):
     """Clips of ``num_frames`` frames from video files.
 
     Args:
@@ -131,18 +130,10 @@ class VideoFileDataset(Dataset):
         if isinstance(videos, (str, os.PathLike)):
             path = Path(videos)
             videos = find_video_files(path) if path.is_dir() else [path]
-        if not isinstance(transform, ClipTransform):
-            raise TypeError(f"transform must be a ClipTransform, got {type(transform).__name__}")
+        super().__init__(transform)
         self.videos = [index_video(p) for p in videos]
-        self.transform = transform
-        names = [str(v.path) for v in self.videos]
-        self.index = ClipIndex([len(v) for v in self.videos], num_frames, frame_step, clip_stride, names)
-        self.num_frames = num_frames
+        self._index_clips([len(v) for v in self.videos], [str(v.path) for v in self.videos], num_frames, frame_step,
+                          clip_stride)
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """(T, C, H, W) float32 in [0, 1]."""
-        video, frame_ids = self.index[index]
+    def _read(self, video: int, frame_ids: list[int]) -> torch.Tensor:
         return self.transform(read_frames(self.videos[video], frame_ids))

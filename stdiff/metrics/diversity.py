@@ -6,6 +6,7 @@ from itertools import combinations
 
 from torch import Tensor
 
+from ..checks import integer
 from ._validate import unit_images
 
 
@@ -17,8 +18,7 @@ def inter_sample_lpips(samples: Tensor, lpips: Callable[[Tensor, Tensor], Tensor
     signature). Returns the input shape without ``dim`` and without (C, H, W), e.g. (N, T).
     """
     x = unit_images("samples", samples)
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    dim = integer("dim", dim)
     axis = dim + x.dim() if dim < 0 else dim
     if not 0 <= axis < x.dim() - 3:
         raise ValueError(f"dim must index a sample axis before (C, H, W) of shape {tuple(x.shape)}, got {dim}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..checks import integer
 from ._validate import unit_images
 from .accumulate import FeatureStats
 from .frechet import frechet_distance
@@ -71,8 +72,7 @@ class I3DFeatures:
             raise TypeError(f"detector must be callable, got {type(detector).__name__}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        integer("batch_size", batch_size, 1)
         self.detector = detector
         self.protocol = protocol
         self.batch_size = batch_size
@@ -131,8 +131,7 @@ def fvd(real: Tensor, fake: Tensor, features: VideoFeatures, batch_size: int = 1
     as ``I3DFeatures``. For test sets that do not fit in memory, feed ``FeatureStats`` batch by batch
     and call ``frechet_distance`` on their means and covariances (as ``stdiff.evaluation`` does).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = integer("batch_size", batch_size, 1)
     stats = []
     for name, videos in (("real", real), ("fake", fake)):
         v = check_videos(name, videos)

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..checks import integer
 from . import _weights
 from ._validate import image_pair
 from .alexnet import CHANNELS, AlexNetFeatures
@@ -28,9 +29,7 @@ class LPIPS(nn.Module):
 
     def __init__(self, chunk_size: int = 256) -> None:
         super().__init__()
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-        self.chunk_size = chunk_size
+        self.chunk_size = integer("chunk_size", chunk_size, 1)
         self.backbone = AlexNetFeatures()
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in CHANNELS)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import integer
 from ._validate import unit_images
 from .psnr import psnr
 from .ssim import ssim
@@ -58,9 +59,7 @@ def quality_vs_speed(predictor, clips: Tensor, num_observed: int, settings: Sequ
     frames, CUDA synchronised; None for the baseline). The predictor's dtype is restored.
     """
     v = unit_images("clips", clips, "(N, T, C, H, W)", ndim=5)
-    if isinstance(num_observed, bool) or not isinstance(num_observed, int) or not 2 <= num_observed < v.shape[1]:
-        raise ValueError(f"num_observed must be an int in [2, {v.shape[1] - 1}] (frames T = {v.shape[1]}), "
-                         f"got {num_observed!r}")
+    integer("num_observed", num_observed, 2, v.shape[1] - 1)
     rows_in = [tuple(s) for s in settings] if isinstance(settings, Sequence) else None
     if not rows_in or any(len(s) != 3 for s in rows_in):
         raise ValueError(f"settings must be a non-empty list of (sampler, steps, dtype), got {settings!r}")

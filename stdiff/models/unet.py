@@ -88,8 +88,39 @@ class SpadeUNet(nn.Module):
         mid_block_scale_factor: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_arch(sample_size, in_channels, out_channels, m_channels, block_out_channels, down_block_types,
-                    up_block_types, attention_head_dim, layers_per_block, norm_num_groups, norm_eps)
+        # The arguments are checked before anything is built from them (ValueError naming the argument).
+        sizes = [sample_size] if isinstance(sample_size, numbers.Integral) else list(sample_size)
+        if len(sizes) not in (1, 2) or not all(_positive_int(s) for s in sizes):
+            raise ValueError(f"sample_size must be a positive int or (H, W), got {sample_size!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("m_channels", m_channels), ("layers_per_block", layers_per_block),
+                            ("norm_num_groups", norm_num_groups)):
+            if not _positive_int(value):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(block_out_channels, (str, bytes)) or len(block_out_channels) == 0 or not all(
+                _positive_int(c) for c in block_out_channels):
+            raise ValueError(f"block_out_channels must be a non-empty list of positive ints, got {block_out_channels!r}")
+        n = len(block_out_channels)
+        for name, types, allowed in (("down_block_types", down_block_types, _DOWN_TYPES),
+                                     ("up_block_types", up_block_types, _UP_TYPES)):
+            if isinstance(types, str) or len(types) != n or any(t not in allowed for t in types):
+                raise ValueError(f"{name} must list {n} entries (one per block) from {sorted(allowed)}, got {types!r}")
+        if isinstance(attention_head_dim, (str, int)) or len(attention_head_dim) != n:
+            raise ValueError(f"attention_head_dim must be a list of {n} entries (int or None), got {attention_head_dim!r}")
+        for c in block_out_channels:
+            if c % norm_num_groups:
+                raise ValueError(f"every block_out_channels entry must be divisible by norm_num_groups="
+                                 f"{norm_num_groups}, got {list(block_out_channels)}")
+        checks = [(c, d) for c, d, t in zip(block_out_channels, attention_head_dim, down_block_types) if _DOWN_TYPES[t]]
+        checks += [(c, d) for c, d, t in zip(block_out_channels[::-1], attention_head_dim[::-1], up_block_types)
+                   if _UP_TYPES[t]]
+        checks.append((block_out_channels[-1], attention_head_dim[-1]))  # mid block
+        for c, d in checks:
+            if d is not None and (not _positive_int(d) or c % d):
+                raise ValueError(f"attention_head_dim entries must be None or positive divisors of the block's "
+                                 f"channels, got {d!r} for {c} channels")
+        if not (isinstance(norm_eps, numbers.Real) and norm_eps > 0):
+            raise ValueError(f"norm_eps must be a positive float, got {norm_eps!r}")
         channels = [int(c) for c in block_out_channels]
         head_dims = [None if d is None else int(d) for d in attention_head_dim]
         self.config: dict[str, Any] = {
@@ -108,7 +139,6 @@ class SpadeUNet(nn.Module):
             "freq_shift": float(freq_shift),
             "mid_block_scale_factor": float(mid_block_scale_factor),
         }
-        n = len(channels)
         temb = 4 * channels[0]
         common = {"temb_channels": temb, "m_channels": int(m_channels), "num_groups": int(norm_num_groups),
                   "eps": float(norm_eps)}
@@ -283,52 +313,5 @@ def _describe(x: object) -> str:
     return type(x).__name__
 
 
-def _check_arch(
-    sample_size: int | Sequence[int],
-    in_channels: int,
-    out_channels: int,
-    m_channels: int,
-    block_out_channels: Sequence[int],
-    down_block_types: Sequence[str],
-    up_block_types: Sequence[str],
-    attention_head_dim: Sequence[int | None],
-    layers_per_block: int,
-    norm_num_groups: int,
-    norm_eps: float,
-) -> None:
-    """Validate SpadeUNet constructor arguments (ValueError naming the argument)."""
-    def positive_int(value: object) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
-    sizes = [sample_size] if isinstance(sample_size, numbers.Integral) else list(sample_size)
-    if len(sizes) not in (1, 2) or not all(positive_int(s) for s in sizes):
-        raise ValueError(f"sample_size must be a positive int or (H, W), got {sample_size!r}")
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("m_channels", m_channels), ("layers_per_block", layers_per_block),
-                        ("norm_num_groups", norm_num_groups)):
-        if not positive_int(value):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(block_out_channels, (str, bytes)) or len(block_out_channels) == 0 or not all(
-            positive_int(c) for c in block_out_channels):
-        raise ValueError(f"block_out_channels must be a non-empty list of positive ints, got {block_out_channels!r}")
-    n = len(block_out_channels)
-    for name, types, allowed in (("down_block_types", down_block_types, _DOWN_TYPES),
-                                 ("up_block_types", up_block_types, _UP_TYPES)):
-        if isinstance(types, str) or len(types) != n or any(t not in allowed for t in types):
-            raise ValueError(f"{name} must list {n} entries (one per block) from {sorted(allowed)}, got {types!r}")
-    if isinstance(attention_head_dim, (str, int)) or len(attention_head_dim) != n:
-        raise ValueError(f"attention_head_dim must be a list of {n} entries (int or None), got {attention_head_dim!r}")
-    for c in block_out_channels:
-        if c % norm_num_groups:
-            raise ValueError(f"every block_out_channels entry must be divisible by norm_num_groups="
-                             f"{norm_num_groups}, got {list(block_out_channels)}")
-    checks = [(c, d) for c, d, t in zip(block_out_channels, attention_head_dim, down_block_types) if _DOWN_TYPES[t]]
-    checks += [(c, d) for c, d, t in zip(block_out_channels[::-1], attention_head_dim[::-1], up_block_types)
-               if _UP_TYPES[t]]
-    checks.append((block_out_channels[-1], attention_head_dim[-1]))  # mid block
-    for c, d in checks:
-        if d is not None and (not positive_int(d) or c % d):
-            raise ValueError(f"attention_head_dim entries must be None or positive divisors of the block's "
-                             f"channels, got {d!r} for {c} channels")
-    if not (isinstance(norm_eps, numbers.Real) and norm_eps > 0):
-        raise ValueError(f"norm_eps must be a positive float, got {norm_eps!r}")
+def _positive_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -164,39 +165,47 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _attention_list(
-    enabled: bool, channels: int, count: int, head_dim: int | None, num_groups: int, eps: float
-) -> nn.ModuleList | None:
-    if not enabled:
-        return None
-    return nn.ModuleList(AttentionBlock(channels, head_dim, num_groups, eps) for _ in range(count))
-
-
-class DownBlock(nn.Module):
-    """``num_layers`` resnets (each followed by attention when ``attention``), then an optional
-    stride-2 downsampler. Returns the output and every intermediate state for the skip path."""
+class _ResnetLevel(nn.Module):
+    """SPADE resnets at one resolution, resnet ``i`` taking ``in_channels[i]`` channels to
+    ``out_channels``, each followed by self-attention when ``attention``: what :class:`DownBlock`
+    and :class:`UpBlock` share."""
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: Sequence[int],
         out_channels: int,
+        *,
         temb_channels: int,
         m_channels: int,
-        num_layers: int,
         num_groups: int,
         eps: float,
         attention: bool,
         head_dim: int | None,
-        add_downsample: bool,
     ) -> None:
         super().__init__()
         # Registration order (attentions before resnets) mirrors the official state dict.
-        self.attentions = _attention_list(attention, out_channels, num_layers, head_dim, num_groups, eps)
-        self.resnets = nn.ModuleList(
-            SpadeResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels,
-                             m_channels, num_groups, eps)
-            for i in range(num_layers)
+        self.attentions = (
+            nn.ModuleList(AttentionBlock(out_channels, head_dim, num_groups, eps) for _ in in_channels)
+            if attention else None
         )
+        self.resnets = nn.ModuleList(
+            SpadeResnetBlock(c, out_channels, temb_channels, m_channels, num_groups, eps) for c in in_channels
+        )
+
+    def _layer(self, i: int, x: Tensor, temb_act: Tensor, pair: OptionalPair) -> Tensor:
+        """Resnet ``i`` on ``x`` with SPADE ``pair``, then attention ``i`` when there is attention."""
+        x = self.resnets[i](x, temb_act, *pair)
+        return x if self.attentions is None else self.attentions[i](x)
+
+
+class DownBlock(_ResnetLevel):
+    """``num_layers`` resnets (each followed by attention when ``attention``), then an optional
+    stride-2 downsampler. Returns the output and every intermediate state for the skip path.
+    ``level``: the keyword arguments of the resnets and attentions (see :class:`_ResnetLevel`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool,
+                 **level: Any) -> None:
+        super().__init__([in_channels] + [out_channels] * (num_layers - 1), out_channels, **level)
         self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if add_downsample else None
 
     def forward(
@@ -208,10 +217,8 @@ class DownBlock(nn.Module):
         list of states after each resnet(+attention) and after the downsampler.
         """
         skips = []
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(x, temb_act, *spade[i])
-            if self.attentions is not None:
-                x = self.attentions[i](x)
+        for i in range(len(self.resnets)):
+            x = self._layer(i, x, temb_act, spade[i])
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -249,37 +256,20 @@ class MidBlock(nn.Module):
         return self.resnets[1](x, temb_act, *spade[1])
 
 
-class UpBlock(nn.Module):
+class UpBlock(_ResnetLevel):
     """``num_layers`` resnets on ``cat(x, skip)`` (each followed by attention when ``attention``),
     then an optional nearest x2 + conv upsampler.
 
     The first resnet sees ``prev_channels`` from below; the last skip has ``skip_in_channels``
-    (the channels of the next-shallower level), the others ``out_channels``.
+    (the channels of the next-shallower level), the others ``out_channels``. ``level``: the
+    keyword arguments of the resnets and attentions (see :class:`_ResnetLevel`).
     """
 
-    def __init__(
-        self,
-        prev_channels: int,
-        skip_in_channels: int,
-        out_channels: int,
-        temb_channels: int,
-        m_channels: int,
-        num_layers: int,
-        num_groups: int,
-        eps: float,
-        attention: bool,
-        head_dim: int | None,
-        add_upsample: bool,
-    ) -> None:
-        super().__init__()
-        self.attentions = _attention_list(attention, out_channels, num_layers, head_dim, num_groups, eps)
-        resnets = []
-        for i in range(num_layers):
-            skip_channels = skip_in_channels if i == num_layers - 1 else out_channels
-            res_in = prev_channels if i == 0 else out_channels
-            resnets.append(SpadeResnetBlock(res_in + skip_channels, out_channels, temb_channels,
-                                            m_channels, num_groups, eps))
-        self.resnets = nn.ModuleList(resnets)
+    def __init__(self, prev_channels: int, skip_in_channels: int, out_channels: int, num_layers: int,
+                 add_upsample: bool, **level: Any) -> None:
+        in_channels = [(prev_channels if i == 0 else out_channels)
+                       + (skip_in_channels if i == num_layers - 1 else out_channels) for i in range(num_layers)]
+        super().__init__(in_channels, out_channels, **level)
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
 
     def forward(
@@ -288,10 +278,8 @@ class UpBlock(nn.Module):
         """x: (N, C_prev, H, W); skips: the down path's states, consumed from the end (popped);
         spade: one (gamma, beta) per resnet, (N, C_out, H, W). Returns (N, C_out, H', W'),
         H' = 2H when upsampling."""
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(torch.cat([x, skips.pop()], dim=1), temb_act, *spade[i])
-            if self.attentions is not None:
-                x = self.attentions[i](x)
+        for i in range(len(self.resnets)):
+            x = self._layer(i, torch.cat([x, skips.pop()], dim=1), temb_act, spade[i])
         if self.upsamplers is not None:
             x = self.upsamplers[0](x)
         return x

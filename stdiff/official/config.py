@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ..checks import integer
 from ..config import MotionConfig, SDEConfig, STDiffConfig, UNetConfig
 
 __all__ = ["CLIP_FIELDS", "config_from_official", "architecture_differences"]
@@ -58,10 +59,7 @@ def _require(ok: bool, key: str, value: Any, expected: str) -> None:
 
 
 def _int(data: Mapping[str, Any], key: str, where: str) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"official config: {where}{key} must be a positive int, got {value!r}")
-    return value
+    return integer(f"official config: {where}{key}", data.get(key), 1)
 
 
 def _unet(unet_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], UNetConfig]:

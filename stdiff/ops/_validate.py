@@ -46,7 +46,7 @@ def positive_float(name: str, value: object) -> float:
 
 def non_negative_int(name: str, value: object) -> int:
     """Check that ``value`` is an int in [0, 2**63)."""
-    return integer(name, value, 0, 2**63)
+    return integer(name, value, 0, 2**63 - 1)
 
 
 def flag(name: str, value: object) -> bool:

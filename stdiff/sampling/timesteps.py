@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..validation import check_int
+from ..checks import integer
 
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -15,7 +15,7 @@ SPACINGS = ("leading", "trailing", "linspace")
 def check_steps(num_inference_steps: int, num_train_timesteps: int, name: str = "num_inference_steps") -> int:
     """``num_inference_steps`` as an int if it is an integer (Python or NumPy, not a bool) in
     [1, num_train_timesteps], else ValueError naming ``name``."""
-    return check_int(name, num_inference_steps, 1, num_train_timesteps)
+    return integer(name, num_inference_steps, 1, num_train_timesteps)
 
 
 def check_spacing(spacing: str, allowed: tuple[str, ...] = SPACINGS) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..checks import integer
 from ..config import STDiffConfig, preset, preset_names
 
 __all__ = ["TrainConfig", "load_yaml", "apply_overrides", "parse_override"]
@@ -101,19 +102,19 @@ class TrainConfig:
         positive = ("steps", "batch_size", "grad_accum", "frame_step", "log_every", "keep_last", "preview_clips",
                     "preview_steps")
         for name in positive:
-            _check_int(name, getattr(self, name), 1)
+            integer(name, getattr(self, name), 1)
         for name in ("workers", "save_every", "export_every", "preview_every", "seed"):
-            _check_int(name, getattr(self, name), 0)
+            integer(name, getattr(self, name), 0)
         if self.num_videos is not None:
-            _check_int("num_videos", self.num_videos, 1)
+            integer("num_videos", self.num_videos, 1)
         if self.data_speed is not None:
-            _check_int("data_speed", self.data_speed, 1)
+            integer("data_speed", self.data_speed, 1)
             if self.data != "synthetic":
                 raise ValueError(f"data_speed applies to the synthetic data only, got data={self.data!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ValueError(f"init_from must be an exported model folder or null, got {self.init_from!r}")
         if self.warmup_steps is not None:
-            _check_int("warmup_steps", self.warmup_steps, 0)
+            integer("warmup_steps", self.warmup_steps, 0)
             if self.warmup_steps >= self.steps:
                 raise ValueError(f"warmup_steps must be < steps ({self.steps}), got {self.warmup_steps}: the "
                                  "learning rate would never leave its warm-up")
@@ -121,7 +122,7 @@ class TrainConfig:
 
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        _check_int("lr_cycles", self.lr_cycles, 1)
+        integer("lr_cycles", self.lr_cycles, 1)
         for name in ("lr", "adam_eps", "grad_clip", "ema_inv_gamma", "ema_power"):
             if not _is_number(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
@@ -174,11 +175,6 @@ def _field_names() -> list[str]:
 def _is_number(value: object) -> bool:
     """A finite int or float (bools are not numbers here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any], where: str) -> dict[str, Any]:
