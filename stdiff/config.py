@@ -50,6 +50,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "train_future_k": (1, 10_000),
     "loss_weight_cap": (1.0, 1e6),
     "gap_zero_prob": (0.0, 0.999),
+    "cond_noise": (0.0, 1.0),
 }
 UNET_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
 UNET_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
@@ -143,6 +144,10 @@ class STDiffConfig:
     #: the conditioning frame, (frame - cond) / 2, so a frame a small gap away stays close to its
     #: conditioning frame wherever the model sees no motion
     diffusion_target: str = "frame"
+    #: training only: the conditioning frame of each target gets Gaussian noise of a std drawn uniformly
+    #: in [0, cond_noise] (clamped to [-1, 1]; gap-0 targets stay clean), so that the model learns to
+    #: clean up the small errors of the generated frames it is conditioned on at prediction
+    cond_noise: float = 0.0
 
     @property
     def motion_channels(self) -> int:
@@ -196,6 +201,7 @@ class STDiffConfig:
         if self.gap_zero_prob and self.gap_conditioning == "none":
             raise ValueError("gap_zero_prob > 0 needs a gap-aware model (gap_conditioning != 'none')")
         _choice("diffusion_target", self.diffusion_target, DIFFUSION_TARGETS)
+        _real("cond_noise", self.cond_noise)
         return self
 
     def _validate_unet(self, u: UNetConfig) -> None:

@@ -245,3 +245,29 @@ def test_residual_model_turns_a_zero_sample_into_its_conditioning_frame():
     out = denoise_frames(*args, from_target=model.from_target)
     torch.testing.assert_close(out, prev[:, None].expand(-1, 5, -1, -1, -1))
     torch.testing.assert_close(denoise_frames(*args), torch.zeros_like(out), atol=1e-6, rtol=0)
+
+
+def test_cond_noise_trains_against_noisy_conditioning_frames_with_clean_targets():
+    """With cond_noise the UNet's conditioning frame is noised (within [-1, 1]) and a residual model's
+    target is the clean frame minus that noisy frame; gap-0 targets are the clean frame."""
+    model = _gap_aware(diffusion_target="residual", cond_noise=0.5, gap_zero_prob=0.999, train_future_k=1).train()
+    seen = {}
+    original_denoise, original_to_target = model.denoise, model.to_target
+
+    def denoise(x_t, steps, cond, motion=None):
+        seen["cond"] = cond.clone()
+        return original_denoise(x_t, steps, cond, motion=motion)
+
+    def to_target(frame, cond):
+        seen["frame"] = frame.clone()
+        return original_to_target(frame, cond)
+
+    model.denoise, model.to_target = denoise, to_target
+    clip = torch.rand(4, 7, 1, 32, 32) * 2 - 1
+    model.training_loss(clip[:, :4], clip[:, 4:], generator=torch.Generator().manual_seed(0))
+    clean = clip[:, 3]  # k = 1: the first target is conditioned on the last observed frame
+    assert seen["cond"].abs().max() <= 1 and not torch.equal(seen["cond"], clean)
+    assert (seen["cond"] - clean).abs().mean() < 0.5
+    torch.testing.assert_close(seen["frame"], clean)  # gap-0 anchors: the clean conditioning frame
+    with pytest.raises(ValueError, match="cond_noise"):
+        preset("tiny", cond_noise=2.0)

@@ -154,7 +154,8 @@ class STDiff(nn.Module):
         the first), with its own noise and diffusion step. A gap-aware model (``gap_conditioning``)
         sees each target's time gap, and with probability ``gap_zero_prob`` a target is replaced by
         its conditioning frame at gap 0. A residual model (``diffusion_target``) noises the change from the
-        conditioning frame instead of the frame (:meth:`to_target`). The motion path (encoder, Conv-GRU, SDE state and
+        conditioning frame instead of the frame (:meth:`to_target`); ``cond_noise`` adds noise to the
+        conditioning frames (the targets of gap 0 stay clean). The motion path (encoder, Conv-GRU, SDE state and
         increments) runs in float32 even under autocast: bf16 steps lose a small drift.
         """
         n, to = observed.shape[:2]
@@ -173,6 +174,9 @@ class STDiff(nn.Module):
             anchor = torch.rand((n, k), generator=generator, device=device).cpu() < self.config.gap_zero_prob
             targets = torch.where(anchor.to(targets.device)[..., None, None, None], prevs, targets)
             gaps = gaps.masked_fill(anchor, 0.0)
+        if self.config.cond_noise > 0:
+            std = torch.rand((n, k, 1, 1, 1), generator=generator, device=device).to(prevs) * self.config.cond_noise
+            prevs = (prevs + std * randn(prevs.shape, generator, prevs)).clamp(-1, 1)
         with torch.autocast(observed.device.type, enabled=False):  # the motion path stays fp32 under --bf16
             m = self.encode_context(observed.float())
             motion = self.future_motion(m, to - 1, [to + j for j in selected], generator=generator)
