@@ -66,7 +66,8 @@ class NoiseSchedule:
 
         x0, noise: (N, ...) floating, same shape; t: (N,) integer tensor with values in [0, T).
         Returns x_t, same shape/dtype/device as x0. Out-of-range t is reported as ValueError for
-        CPU tensors; on accelerators it fails in the indexing kernel (no host sync here).
+        CPU tensors outside ``torch.compile`` (a host read would break the graph); on accelerators it
+        fails in the indexing kernel (no host sync here).
         """
         if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.dim() < 1:
             raise TypeError("x0 must be a floating tensor of shape (N, ...)")
@@ -77,7 +78,8 @@ class NoiseSchedule:
             raise TypeError("t must be an integer tensor of shape (N,)")
         if t.shape != (x0.shape[0],):
             raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
-        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps):
+        if (t.device.type == "cpu" and t.numel() and not torch.compiler.is_compiling()
+                and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps)):
             raise ValueError(f"t must lie in [0, {self.num_train_timesteps}), got range "
                              f"[{int(t.min())}, {int(t.max())}]")
         sqrt_ab, sqrt_1m_ab = self._coefficients(x0.device, x0.dtype)

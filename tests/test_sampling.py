@@ -130,6 +130,15 @@ def test_add_noise_bad_args():
         NoiseSchedule(1)
 
 
+def test_add_noise_compiles_without_graph_break():
+    """The eager range check reads t on the host; inside torch.compile it is skipped, so a training
+    step compiles as one graph, and the compiled result equals the eager one."""
+    x0, noise = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    t = torch.tensor([0, 499, 999])
+    compiled = torch.compile(SCHED.add_noise, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x0, noise, t), SCHED.add_noise(x0, noise, t), atol=0, rtol=0)
+
+
 # ---- timestep grids ----------------------------------------------------------------------------
 @pytest.mark.parametrize("T", [1000, 37])
 def test_grids_match_diffusers_for_every_step_count(T):
