@@ -5,10 +5,11 @@ Every variant is a real :class:`stdiff.training.loop._Trainer` of the configurat
 LR schedule, EMA) with its own batch stream (the synthetic clips generated on the fly, as
 ``stdiff train`` does with ``workers: 0``); the variants are timed round-robin (A B A B ...), one
 optimizer step at a time, so a shared machine's load hits them alike. Levers: ``channels_last``
-(model weights in channels_last), ``bf16`` (autocast), ``bf16_channels_last`` (both), ``batch16`` (16 clips per step instead of 8),
+(model weights in channels_last), ``bf16`` (autocast), ``batch16`` (16 clips per step instead of 8),
 ``compile`` (``torch.compile`` of the loss module; its compile time is reported separately),
 ``no_data`` (clips made beforehand: the data pipeline's share of a step), ``no_onednn``
-(convolutions without oneDNN: PyTorch's own im2col + GEMM kernels).
+(convolutions without oneDNN: PyTorch's own im2col + GEMM kernels); levers joined by ``+``
+(``compile+batch16``) act together.
 
 Writes ``train_levers.csv`` (median/p20/p80 ms per step, ms per clip, ratio of ms per clip to the
 baseline, compile seconds) to ``--out`` (default ``benchmarks/results/<device-slug>``).
@@ -38,29 +39,42 @@ from stdiff.training.stream import batch_stream
 COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per_clip", "ratio_to_baseline",
                             "compile_s")
 CURVE_COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", "step", "clips_seen", "loss", "grad_norm")
-LEVERS = ("baseline", "channels_last", "bf16", "bf16_channels_last", "batch16", "compile", "no_data", "no_onednn")
+LEVERS = ("baseline", "channels_last", "bf16", "batch16", "compile", "no_data", "no_onednn")
+CONFIG_OVERRIDES = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}}
+
+
+def lever_name(text: str) -> str:
+    """``text`` if it names a lever or a ``+``-joined combination of levers (argparse type)."""
+    parts = text.split("+")
+    unknown = [part for part in parts if part not in LEVERS]
+    if unknown or len(set(parts)) != len(parts) or ("baseline" in parts and len(parts) > 1):
+        raise argparse.ArgumentTypeError(f"levers must be one of {', '.join(LEVERS)} or several joined by '+' "
+                                         f"(each once, baseline alone), got {text!r}")
+    return text
 
 
 def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, float]:
-    """(one training step, clips per step, compile seconds) of ``lever`` applied to ``base``."""
-    overrides = {"bf16": {"bf16": True}, "bf16_channels_last": {"bf16": True}, "batch16": {"batch_size": 16}}.get(lever, {})
+    """(one training step, clips per step, compile seconds) of ``lever`` (``+``-joined levers act
+    together) applied to ``base``."""
+    parts = set(lever.split("+"))
+    overrides = {key: value for part in parts for key, value in CONFIG_OVERRIDES.get(part, {}).items()}
     cfg = TrainConfig.from_dict({**base.to_dict(), **overrides})
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
     trainer = _Trainer(cfg, info)
-    if lever in ("channels_last", "bf16_channels_last"):
+    if "channels_last" in parts:
         trainer.model.to(memory_format=torch.channels_last)
     batches = batch_stream(dataset, cfg.batch_size, cfg.seed, 0, 1, start=0, workers=0)
-    if lever == "no_data":
+    if "no_data" in parts:
         batches = itertools.cycle([next(batches) for _ in range(4)])
     net = _LossModule(trainer.model)
     trainer.model.train()
     compile_s = 0.0
-    if lever == "compile":
+    if "compile" in parts:
         net = torch.compile(net)
         begin = time.perf_counter()
         trainer.train_step(net, batches)  # the first call compiles
         compile_s = time.perf_counter() - begin
-    if lever == "no_onednn":
+    if "no_onednn" in parts:
         def step():
             with torch.backends.mkldnn.flags(enabled=False):
                 return trainer.train_step(net, batches)
@@ -85,7 +99,8 @@ def _curves(steps: dict, batches: dict, n: int, config: str, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(Path(__file__).parent / "tiny_demo.yaml"))
-    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), type=lever_name,
+                        help="levers, or several joined by '+' to act together (e.g. compile+batch16)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--curve", type=int, default=0, help="train N steps per lever and write the loss curves")
     parser.add_argument("--out", default=None)
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
              "compile_s": round(compile_s[lever], 1)} for lever, t in timings.items()]
     print(write_csv(out / "train_levers.csv", rows, COLUMNS))
     for row in rows:
-        print(f"{row['lever']:14s} {row['median_ms']:8.1f} ms/step {row['ms_per_clip']:7.2f} ms/clip "
+        print(f"{row['lever']:28s} {row['median_ms']:8.1f} ms/step {row['ms_per_clip']:7.2f} ms/clip "
               f"x{row['ratio_to_baseline']}  compile {row['compile_s']} s")
     return 0
 
