@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Stages 2 to 4 of the CPU demo model shipped in stdiff/demo_checkpoint, each a fine-tune of the one
+# Stages 2 to 5 of the CPU demo model shipped in stdiff/demo_checkpoint, each a fine-tune of the one
 # before on 2 CPU cores (2 torchrun processes), scored between frames (benchmarks/continuous_time.py):
-#   gap             the gap-blind stage-1 model (benchmarks/train_tiny_demo.sh) made gap-aware
-#   residual        the UNet generates the change from its conditioning frame
-#   residual_clean  ... against noised conditioning frames (cond_noise), so it cleans up its own errors
+#   gap               the gap-blind stage-1 model (benchmarks/train_tiny_demo.sh) made gap-aware
+#   residual          the UNet generates the change from its conditioning frame
+#   residual_clean    ... against noised conditioning frames (cond_noise), so it cleans up its own errors
+#   residual_cleaner  longer, against more strongly noised conditioning frames, on other clips
 # Each stage reads benchmarks/tiny_demo_<stage>.yaml and starts from the previous stage's export.
 #   benchmarks/finetune_tiny_demo.sh INIT_EXPORT OUT_DIR STAGE [STAGE ...] [-- stdiff train options]
-#   e.g. benchmarks/finetune_tiny_demo.sh runs/stage1/export runs/demo gap residual residual_clean
+#   e.g. benchmarks/finetune_tiny_demo.sh runs/stage1/export runs/demo gap residual residual_clean residual_cleaner
 set -euo pipefail
 usage="usage: $0 INIT_EXPORT OUT_DIR STAGE [STAGE ...] [-- stdiff train options]"
 init=${1:?$usage}

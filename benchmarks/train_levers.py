@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", type=int, default=0, help="train N steps per lever and write the loss curves")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    # every compiled variant of the one process shares the training loss's code objects, and each
+    # specialises them again (weight layout, batch, the drawn subset of future frames)
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.accumulated_recompile_limit = 1024
     base = TrainConfig.from_dict({**load_yaml(args.config), "device": "cpu", "out": "unused"})
     dataset = build_train_data(base)
     levers = ["baseline", *[lever for lever in args.levers if lever != "baseline"]]

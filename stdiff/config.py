@@ -312,7 +312,8 @@ PRESETS: dict[str, STDiffConfig] = {
     "kitti128": _official(128, 3, 4, 5, _UNET_128, 32, 3, k=2),
     # 1.3 M parameters, 32 px grey moving digits: the configuration that learns fast on a CPU (the shipped
     # demo model): a leaky motion encoder and the truncated-SNR loss weighting make the motion pathway learn;
-    # gap-aware (SPADE on gap * motion, gap-0 training pairs) so that it predicts between frames
+    # gap-aware (SPADE on gap * motion, gap-0 training pairs) so that it predicts between frames; the
+    # diffusion generates the change from the conditioning frame, trained against noised conditioning frames
     "tiny": STDiffConfig(
         image_size=32,
         channels=1,
@@ -332,6 +333,8 @@ PRESETS: dict[str, STDiffConfig] = {
         loss_weighting="truncated_snr",
         gap_conditioning="scaled_motion",
         gap_zero_prob=0.2,
+        diffusion_target="residual",
+        cond_noise=0.3,
     ),
 }
 

@@ -208,6 +208,7 @@ def test_training_feeds_each_target_its_gap():
 # ---- residual diffusion target -------------------------------------------------------------------
 def test_residual_target_round_trip_and_official_default():
     assert all(preset(name).diffusion_target == "frame" for name in ("kth64", "bair64", "cityscapes128"))
+    assert preset("tiny").diffusion_target == "residual" and preset("tiny").cond_noise > 0
     with pytest.raises(ValueError, match="diffusion_target"):
         preset("tiny", diffusion_target="delta")
     model = _gap_aware(diffusion_target="residual")
@@ -216,7 +217,7 @@ def test_residual_target_round_trip_and_official_default():
     assert target.abs().max() <= 1
     torch.testing.assert_close(model.from_target(target, cond), frame)
     torch.testing.assert_close(model.to_target(cond, cond), torch.zeros_like(cond))
-    frame_model = _gap_aware()
+    frame_model = _gap_aware(diffusion_target="frame")
     assert frame_model.to_target(frame, cond) is frame
 
 
