@@ -108,12 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--settings", default=",".join(f"{s}-{n}" for s, n in SETTINGS),
                         help="sampler-steps list (default: all of the table)")
-    parser.add_argument("--diversity-clips", type=int, default=64, help="clips of the bounce/no-bounce diversity split")
+    parser.add_argument("--diversity-clips", type=int, default=64, help="clips of the bounce/no-bounce diversity split (0: skip it)")
     parser.add_argument("--name", default="demo_quality", help="file name stem of the outputs")
     parser.add_argument("--diversity-only", action="store_true",
                         help="only the bounce / no-bounce diversity split (DDPM-100), into <name>.json")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")
     args = parser.parse_args(argv)
+    if args.diversity_clips < (1 if args.diversity_only else 0):
+        parser.error(f"--diversity-clips must be >= {1 if args.diversity_only else 0} "
+                     f"{'with --diversity-only' if args.diversity_only else '(0 skips the split)'}, got {args.diversity_clips}")
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_pretrained(args.checkpoint)
     clips = held_out_clips(predictor.config, args.clips, args.seed)
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                                       else r["frames_per_second"] * official_spf), **env)
     write_csv(out / f"{args.name}.csv", rows, list(rows[0]))
     plot(rows, out / f"{args.name}.png")
-    diversity = diversity_split(predictor, clips[: args.diversity_clips], max(2, args.samples), args.seed)
+    diversity = (diversity_split(predictor, clips[: args.diversity_clips], max(2, args.samples), args.seed)
+                 if args.diversity_clips else None)
     ref = next(r for r in rows if r["sampler"] == "ddpm" and r["steps"] == 100 and r["dtype"] == "float32")
     close = [r for r in rows if r["method"] == "model" and r["psnr"] >= 0.98 * ref["psnr"]
              and r["ssim"] >= 0.98 * ref["ssim"]]
