@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the bounce / no-bounce diversity split (DDPM-100), into <name>.json")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")
     args = parser.parse_args(argv)
-    if args.diversity_clips < (1 if args.diversity_only else 0):
-        parser.error(f"--diversity-clips must be >= {1 if args.diversity_only else 0} "
-                     f"{'with --diversity-only' if args.diversity_only else '(0 skips the split)'}, got {args.diversity_clips}")
+    if args.diversity_clips < 0 or (args.diversity_only and args.diversity_clips == 0):
+        parser.error(f"--diversity-clips must be >= 0 (0 skips the split; >= 1 with --diversity-only), "
+                     f"got {args.diversity_clips}")
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_pretrained(args.checkpoint)
     clips = held_out_clips(predictor.config, args.clips, args.seed)

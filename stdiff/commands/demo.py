@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{videos} test clips of {to} observed frames, {samples} samples each; sampler {sampler}, {steps} steps, "
           f"UNet in {dtype}{' (auto)' if args.dtype == 'auto' else ''}, device {device}; "
           f"{'gap-aware' if predictor.model.gap_aware else 'gap-blind'} model generating "
-          f"{'the change from the previous frame' if predictor.config.diffusion_target == 'residual' else 'frames'}")
+          f"{'the change from the previous frame' if predictor.model.residual else 'frames'}")
     predictions, timing = {}, {}
     for r in (1, rate):
         start = time.perf_counter()
