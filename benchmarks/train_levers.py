@@ -1,4 +1,5 @@
-"""`python benchmarks/train_levers.py [--config benchmarks/tiny_demo.yaml] [--repeats 15] [--out DIR]`:
+"""`python benchmarks/train_levers.py [--config benchmarks/tiny_demo.yaml] [--set KEY=VALUE] [--repeats 15]
+[--out DIR] [--name NAME]`:
 what each lever does to one training step of the CPU demo configuration, in one process.
 
 Every variant is a real :class:`stdiff.training.loop._Trainer` of the configuration (model, AdamW,
@@ -7,15 +8,16 @@ LR schedule, EMA) with its own batch stream (the synthetic clips generated on th
 optimizer step at a time, so a shared machine's load hits them alike. Levers: ``channels_last``
 (model weights in channels_last), ``bf16`` (autocast), ``batch16`` (16 clips per step instead of 8),
 ``compile`` (``torch.compile`` of the loss module; its compile time is reported separately),
+``lr_sqrt2`` (the learning rate times sqrt(2), for a larger batch),
 ``no_data`` (clips made beforehand: the data pipeline's share of a step), ``no_onednn``
 (convolutions without oneDNN: PyTorch's own im2col + GEMM kernels); levers joined by ``+``
 (``compile+batch16``) act together.
 
-Writes ``train_levers.csv`` (median/p20/p80 ms per step, ms per clip, ratio of ms per clip to the
+Writes ``<--name>.csv`` (default ``train_levers``; median/p20/p80 ms per step, ms per clip, ratio of ms per clip to the
 baseline, compile seconds) to ``--out`` (default ``benchmarks/results/<device-slug>``).
 ``--curve N`` instead trains every lever N steps (interleaved; the same initial weights, and for
 the same batch size the same clips and loss draws) and writes the loss of every step against the
-clips seen to ``train_levers_curve.csv``: a lever that changes the numerics must keep this curve.
+clips seen to ``<--name>_curve.csv``: a lever that changes the numerics must keep this curve.
 """
 from __future__ import annotations
 
@@ -31,16 +33,17 @@ from stdiff.bench.common import (
     COMMON_COLUMNS, TIMING_COLUMNS, default_out_dir, environment, measure_interleaved, write_csv,
 )
 from stdiff.training import TrainConfig
-from stdiff.training.config import load_yaml
+from stdiff.training.config import apply_overrides, load_yaml
 from stdiff.training.distributed import DistInfo
-from stdiff.training.loop import _LossModule, _Trainer, build_train_data
+from stdiff.training.loop import _Trainer, build_train_data
 from stdiff.training.stream import batch_stream
 
 COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per_clip", "ratio_to_baseline",
                             "compile_s")
 CURVE_COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", "step", "clips_seen", "loss", "grad_norm")
-LEVERS = ("baseline", "channels_last", "bf16", "batch16", "compile", "no_data", "no_onednn")
-CONFIG_OVERRIDES = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}}
+LEVERS = ("baseline", "channels_last", "bf16", "batch16", "lr_sqrt2", "compile", "no_data", "no_onednn")
+CONFIG_OVERRIDES = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}, "channels_last": {"channels_last": True},
+                    "compile": {"compile": True}}
 
 
 def lever_name(text: str) -> str:
@@ -58,19 +61,18 @@ def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, flo
     together) applied to ``base``."""
     parts = set(lever.split("+"))
     overrides = {key: value for part in parts for key, value in CONFIG_OVERRIDES.get(part, {}).items()}
+    if "lr_sqrt2" in parts:
+        overrides["lr"] = base.lr * 2 ** 0.5
     cfg = TrainConfig.from_dict({**base.to_dict(), **overrides})
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
     trainer = _Trainer(cfg, info)
-    if "channels_last" in parts:
-        trainer.model.to(memory_format=torch.channels_last)
     batches = batch_stream(dataset, cfg.batch_size, cfg.seed, 0, 1, start=0, workers=0)
     if "no_data" in parts:
         batches = itertools.cycle([next(batches) for _ in range(4)])
-    net = _LossModule(trainer.model)
+    net = trainer.loss_net()
     trainer.model.train()
     compile_s = 0.0
-    if "compile" in parts:
-        net = torch.compile(net)
+    if cfg.compile:
         begin = time.perf_counter()
         trainer.train_step(net, batches)  # the first call compiles
         compile_s = time.perf_counter() - begin
@@ -82,7 +84,7 @@ def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, flo
     return (lambda: trainer.train_step(net, batches)), cfg.batch_size, compile_s
 
 
-def _curves(steps: dict, batches: dict, n: int, config: str, out: Path) -> Path:
+def _curves(steps: dict, batches: dict, n: int, config: str, path: Path) -> Path:
     """Train every lever ``n`` steps round-robin; one row per (lever, step)."""
     env, rows = environment("train_levers_curve", torch.device("cpu"), False), []
     for step in range(1, n + 1):
@@ -92,8 +94,8 @@ def _curves(steps: dict, batches: dict, n: int, config: str, out: Path) -> Path:
                          "clips_seen": step * batches[lever], "loss": round(float(loss), 5),
                          "grad_norm": round(float(grad_norm), 4)})
         if step % 25 == 0 or step == n:
-            write_csv(out / "train_levers_curve.csv", rows, CURVE_COLUMNS)
-    return out / "train_levers_curve.csv"
+            write_csv(path, rows, CURVE_COLUMNS)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="levers, or several joined by '+' to act together (e.g. compile+batch16)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--curve", type=int, default=0, help="train N steps per lever and write the loss curves")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the config for every lever, e.g. --set bf16=false (as stdiff train --set)")
+    parser.add_argument("--name", default="train_levers", help="CSV file name without .csv")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     # every compiled variant of the one process shares the training loss's code objects, and each
     # specialises them again (weight layout, batch, the drawn subset of future frames)
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.accumulated_recompile_limit = 1024
-    base = TrainConfig.from_dict({**load_yaml(args.config), "device": "cpu", "out": "unused"})
+    data = apply_overrides({**load_yaml(args.config), "device": "cpu", "out": "unused"}, args.set)
+    base = TrainConfig.from_dict(data)
+    config = " ".join([Path(args.config).name, *args.set])
     dataset = build_train_data(base)
     levers = ["baseline", *[lever for lever in args.levers if lever != "baseline"]]
     steps, batches, compile_s = {}, {}, {}
@@ -117,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         steps[lever], batches[lever], compile_s[lever] = _variant(base, lever, dataset)
     out = Path(args.out) if args.out else default_out_dir(torch.device("cpu"), False)
     if args.curve:
-        print(_curves(steps, batches, args.curve, Path(args.config).name, out))
+        print(_curves(steps, batches, args.curve, config, out / f"{args.name}_curve.csv"))
         return 0
     timings = measure_interleaved(steps, torch.device("cpu"), args.repeats, warmup=2)
     per_clip = {lever: t.median_ms / batches[lever] for lever, t in timings.items()}
     env = environment("train_levers", torch.device("cpu"), False)
-    rows = [{**env, "config": Path(args.config).name, "lever": lever, "batch": batches[lever], **t.columns(),
+    rows = [{**env, "config": config, "lever": lever, "batch": batches[lever], **t.columns(),
              "ms_per_clip": round(per_clip[lever], 3),
              "ratio_to_baseline": round(per_clip[lever] / per_clip["baseline"], 3),
              "compile_s": round(compile_s[lever], 1)} for lever, t in timings.items()]
-    print(write_csv(out / "train_levers.csv", rows, COLUMNS))
+    print(write_csv(out / f"{args.name}.csv", rows, COLUMNS))
     for row in rows:
         print(f"{row['lever']:28s} {row['median_ms']:8.1f} ms/step {row['ms_per_clip']:7.2f} ms/clip "
               f"x{row['ratio_to_baseline']}  compile {row['compile_s']} s")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import shutil
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from stdiff.checkpoint import load_pretrained
 from stdiff.commands import train as train_cmd
+from stdiff.models import STDiff
 from stdiff.training import EMA, TrainConfig, apply_overrides, cosine_with_warmup, ema_decay, train
 from stdiff.training.state import (TrainingState, find_latest_valid, list_checkpoints, load_state,
                                    prune_checkpoints, remove_partial, save_state)
@@ -92,6 +94,8 @@ def test_cli_precedence_file_then_flags_then_set(tmp_path):
     ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
     ({"ema_max_decay": "abc"}, r"ema_max_decay must be a number in \[0, 1\), got 'abc'"),
     ({"bf16": "maybe"}, "bf16 must be true or false, got 'maybe'"),
+    ({"compile": "yes"}, "compile must be true or false, got 'yes'"),
+    ({"channels_last": 1}, "channels_last must be true or false, got 1"),
     ({"steps": 100, "warmup_steps": 100}, r"warmup_steps must be < steps \(100\), got 100"),
     ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ({"lr_cycles": 0}, "lr_cycles must be an int >= 1"),
@@ -243,6 +247,47 @@ def test_resume_is_bit_exact(tmp_path):
     assert a.optimizer["state"][0]["exp_avg"].equal(b.optimizer["state"][0]["exp_avg"])
     with open(tmp_path / "cut" / "logs" / "train.csv") as fh:
         assert [int(row["step"]) for row in csv.DictReader(fh)] == list(range(1, 7))
+
+
+def _moved_apart(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> float:
+    """Mean |a - b| over the weights, relative to how far training moved ``a`` from ``start``."""
+    apart = sum(float((a[k] - b[k]).abs().sum()) for k in a)
+    moved = sum(float((a[k] - start[k]).abs().sum()) for k in a)
+    return apart / moved
+
+
+def test_channels_last_trains_the_same_model_and_resumes_bit_exact(tmp_path):
+    torch.manual_seed(0)  # the runs' initial weights (seed 0)
+    start = STDiff(micro_config(tmp_path / "unused").model_config()).state_dict()
+    plain = train(micro_config(tmp_path / "plain", steps=4, save_every=2))
+    last = train(micro_config(tmp_path / "last", steps=4, save_every=2, channels_last=True))
+    conv = next(p for p in last.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert [s for s, _ in last.losses] == [s for s, _ in plain.losses]
+    assert [l for _, l in last.losses] == pytest.approx([l for _, l in plain.losses], rel=1e-3)
+    assert _moved_apart(plain.model.state_dict(), last.model.state_dict(), start) < 0.02
+    exported = load_pretrained(last.export_dir).state_dict()  # written from the EMA copy, default layout
+    assert_same(exported, {k: v.contiguous() for k, v in last.ema_model.state_dict().items()})
+    shutil.copytree(tmp_path / "last", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-0000004")
+    shutil.rmtree(tmp_path / "cut" / "export")
+    resumed = train(micro_config(tmp_path / "cut", steps=4, save_every=2, channels_last=True, resume=True))
+    assert_same(resumed.model.state_dict(), last.model.state_dict())
+    assert resumed.losses == last.losses[2:]
+
+
+def test_compiled_loss_trains_the_same_model(tmp_path, monkeypatch):
+    # aot_eager: Dynamo capture and AOTAutograd's joint graph, what Inductor receives (Inductor's CPU
+    # code generation takes minutes here and is not about the training loop; see test_compile.py)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch.manual_seed(0)
+    start = STDiff(micro_config(tmp_path / "unused").model_config()).state_dict()
+    plain = train(micro_config(tmp_path / "plain", steps=3, save_every=0))
+    torch._dynamo.reset()
+    compiled = train(micro_config(tmp_path / "compiled", steps=3, save_every=0, compile=True))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # Dynamo did compile the loss
+    assert [l for _, l in compiled.losses] == pytest.approx([l for _, l in plain.losses], rel=1e-3)
+    assert _moved_apart(plain.model.state_dict(), compiled.model.state_dict(), start) < 0.02
 
 
 def test_out_dir_with_checkpoints_needs_resume(tmp_path):

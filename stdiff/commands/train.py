@@ -37,6 +37,10 @@ def build(parser: argparse.ArgumentParser) -> None:
     for flag, (_, kind, text) in _FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="train in the channels_last layout (faster convolutions on CPUs)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the loss of each step (pays after its 1-3 minutes of compiling)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from the latest valid checkpoint in --out with its recorded settings (starts "
                              "fresh if there is none); only --steps (LR kept continuous) and run options may change")
@@ -59,7 +63,7 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, field_name)
         if value is not None:
             data[field_name] = value
-    for name in ("bf16", "resume"):
+    for name in ("bf16", "channels_last", "compile", "resume"):
         if getattr(args, name):
             data[name] = True
     data = apply_overrides(data, args.set)

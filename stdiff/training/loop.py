@@ -122,6 +122,8 @@ class _Trainer:
         if cfg.init_from is not None and not (cfg.resume and list_checkpoints(cfg.out_dir / "checkpoints")):
             _init_weights(self.model, cfg.init_from)  # a resumed run takes its weights from the checkpoint
         self.ema = EMA(self.model, cfg.ema_max_decay, cfg.ema_power, cfg.ema_inv_gamma)
+        if cfg.channels_last:  # after the EMA copy: the exported weights stay in the default layout
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         self.lr_plan = LRPlan(cfg.lr_schedule, cfg.warmup(), cfg.steps, cfg.lr_cycles)
@@ -204,6 +206,16 @@ class _Trainer:
                           f"{self.info.world_size}: RNG streams are re-seeded", RuntimeWarning, stacklevel=2)
             self.generator.manual_seed(self.cfg.seed * 1_000_003 + self.info.rank + 7919 * self.step)
 
+    def loss_net(self) -> nn.Module:
+        """The module whose ``forward(observed, future, generator)`` is the loss of :attr:`model`:
+        wrapped in DistributedDataParallel under torchrun, compiled when ``cfg.compile``."""
+        net: nn.Module = _LossModule(self.model)
+        if self.info.distributed:
+            ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=ids,
+                                          find_unused_parameters=self.model_config.sde.method == "ode")
+        return torch.compile(net) if self.cfg.compile else net
+
     # ---- one optimizer step -------------------------------------------------------------------
     def train_step(self, net: nn.Module, batches) -> tuple[Tensor, Tensor, float]:
         """Forward/backward over ``grad_accum`` micro-batches, clip, step.
@@ -211,11 +223,12 @@ class _Trainer:
         Returns this rank's loss and the gradient norm as 0-d device tensors (no sync) and the LR used.
         """
         cfg, to = self.cfg, self.model_config.num_observed
+        ddp = getattr(net, "_orig_mod", net)  # the module torch.compile wrapped, if it did
         total = torch.zeros((), device=self.info.device)
         for micro in range(cfg.grad_accum):
             clips = next(batches).to(self.info.device, non_blocking=True) * 2 - 1
-            sync = micro == cfg.grad_accum - 1 or not isinstance(net, DistributedDataParallel)
-            with (contextlib.nullcontext() if sync else net.no_sync()), \
+            sync = micro == cfg.grad_accum - 1 or not isinstance(ddp, DistributedDataParallel)
+            with (contextlib.nullcontext() if sync else ddp.no_sync()), \
                     torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = net(clips[:, :to], clips[:, to:], self.generator) / cfg.grad_accum
             loss.backward()
@@ -263,11 +276,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     batches = batch_stream(dataset, cfg.batch_size, cfg.seed, info.rank, info.world_size,
                            start=trainer.step * cfg.grad_accum, workers=cfg.workers,
                            pin_memory=info.device.type == "cuda")
-    net: nn.Module = _LossModule(trainer.model)
-    if info.distributed:
-        ids = [info.device.index] if info.device.type == "cuda" else None
-        net = DistributedDataParallel(net, device_ids=ids,
-                                      find_unused_parameters=trainer.model_config.sde.method == "ode")
+    net = trainer.loss_net()
     logger = TrainLogger(out, cfg.steps, trainer.step, enabled=info.is_main)
     if cfg.resume:
         logger.write(f"resumed from step {trainer.step}" if resumed else "no checkpoint to resume: starting at step 0")
