@@ -9,7 +9,7 @@
 #                     channels_last, torch.compile, 16 clips per process)
 # Each stage reads benchmarks/tiny_demo_<stage>.yaml and starts from the previous stage's export.
 #   benchmarks/finetune_tiny_demo.sh INIT_EXPORT OUT_DIR STAGE [STAGE ...] [-- stdiff train options]
-#   e.g. benchmarks/finetune_tiny_demo.sh runs/stage1/export runs/demo gap residual residual_clean residual_cleaner
+#   e.g. benchmarks/finetune_tiny_demo.sh runs/stage1/export runs/demo gap residual residual_clean residual_cleaner residual_fast
 set -euo pipefail
 usage="usage: $0 INIT_EXPORT OUT_DIR STAGE [STAGE ...] [-- stdiff train options]"
 init=${1:?$usage}
