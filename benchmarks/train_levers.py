@@ -8,7 +8,8 @@ LR schedule, EMA) with its own batch stream (the synthetic clips generated on th
 optimizer step at a time, so a shared machine's load hits them alike. Levers: ``channels_last``
 (model weights in channels_last), ``bf16`` (autocast), ``batch16`` (16 clips per step instead of 8),
 ``compile`` (``torch.compile`` of the loss module; its compile time is reported separately),
-``lr_sqrt2`` (the learning rate times sqrt(2), for a larger batch),
+``lr_sqrt2`` (the learning rate times sqrt(2), for a larger batch), ``warmup_half`` (half the LR
+warm-up steps: the same warm-up in clips at twice the batch),
 ``no_data`` (clips made beforehand: the data pipeline's share of a step), ``no_onednn``
 (convolutions without oneDNN: PyTorch's own im2col + GEMM kernels); levers joined by ``+``
 (``compile+batch16``) act together.
@@ -41,7 +42,8 @@ from stdiff.training.stream import batch_stream
 COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per_clip", "ratio_to_baseline",
                             "compile_s")
 CURVE_COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", "step", "clips_seen", "loss", "grad_norm")
-LEVERS = ("baseline", "channels_last", "bf16", "batch16", "lr_sqrt2", "compile", "no_data", "no_onednn")
+LEVERS = ("baseline", "channels_last", "bf16", "batch16", "lr_sqrt2", "warmup_half", "compile", "no_data",
+          "no_onednn")
 CONFIG_OVERRIDES = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}, "channels_last": {"channels_last": True},
                     "compile": {"compile": True}}
 
@@ -63,6 +65,8 @@ def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, flo
     overrides = {key: value for part in parts for key, value in CONFIG_OVERRIDES.get(part, {}).items()}
     if "lr_sqrt2" in parts:
         overrides["lr"] = base.lr * 2 ** 0.5
+    if "warmup_half" in parts:
+        overrides["warmup_steps"] = base.warmup() // 2
     cfg = TrainConfig.from_dict({**base.to_dict(), **overrides})
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
     trainer = _Trainer(cfg, info)
