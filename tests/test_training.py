@@ -271,9 +271,13 @@ def test_channels_last_trains_the_same_model_and_resumes_bit_exact(tmp_path):
     shutil.copytree(tmp_path / "last", tmp_path / "cut")
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-0000004")
     shutil.rmtree(tmp_path / "cut" / "export")
+    shutil.copytree(tmp_path / "cut", tmp_path / "switched")
     resumed = train(micro_config(tmp_path / "cut", steps=4, save_every=2, channels_last=True, resume=True))
     assert_same(resumed.model.state_dict(), last.model.state_dict())
     assert resumed.losses == last.losses[2:]
+    # the layout is a run option: a run may resume without it (same numerics up to rounding)
+    switched = train(micro_config(tmp_path / "switched", steps=4, save_every=2, resume=True))
+    assert [l for _, l in switched.losses] == pytest.approx([l for _, l in last.losses[2:]], rel=1e-3)
 
 
 def test_compiled_loss_trains_the_same_model(tmp_path, monkeypatch):

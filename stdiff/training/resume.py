@@ -4,8 +4,8 @@
   (:func:`recorded_settings`), not from the defaults; flags given on the command line apply on top.
 - :func:`settings_changes` compares what a run asks with what the checkpoint recorded. Only the
   fields of :data:`RUN_FIELDS` (where the output goes, how often to log/save/preview, the device,
-  data-loader workers) and ``steps`` may differ; any other difference (batch size, LR, seed, data,
-  schedule, ...) is refused with the list of changes.
+  data-loader workers, the weight layout and compilation) and ``steps`` may differ; any other
+  difference (batch size, LR, seed, data, schedule, ...) is refused with the list of changes.
 - A different ``steps`` (beyond the checkpoint's step) is a deliberate extension, logged, and the
   learning rate stays continuous (:class:`LRPlan`): from the LR at the checkpoint it decays along a
   half cosine to 0 at the new last step; when the recorded schedule had already decayed below
@@ -24,9 +24,11 @@ from .schedule import make_schedule
 
 __all__ = ["RUN_FIELDS", "RESTART_BELOW", "LRPlan", "recorded_settings", "settings_changes", "resume_plan"]
 
-#: Training settings that may differ on resume: they change neither the weights nor the data order.
+#: Training settings that may differ on resume: they change neither the data order nor the weights (the
+#: layout and compilation only up to float rounding; checkpoints written before those options existed
+#: resume as well).
 RUN_FIELDS = ("out", "resume", "device", "workers", "save_every", "keep_last", "export_every", "log_every",
-              "preview_every", "preview_clips", "preview_sampler", "preview_steps")
+              "preview_every", "preview_clips", "preview_sampler", "preview_steps", "channels_last", "compile")
 #: An extension whose LR at the checkpoint is below this fraction of the peak warms up again.
 RESTART_BELOW = 0.1
 
