@@ -26,6 +26,7 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,8 +45,15 @@ COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", *TIMING_COLUMNS, "ms_per
 CURVE_COLUMNS = COMMON_COLUMNS + ("config", "lever", "batch", "step", "clips_seen", "loss", "grad_norm")
 LEVERS = ("baseline", "channels_last", "bf16", "batch16", "lr_sqrt2", "warmup_half", "compile", "no_data",
           "no_onednn")
-CONFIG_OVERRIDES = {"bf16": {"bf16": True}, "batch16": {"batch_size": 16}, "channels_last": {"channels_last": True},
-                    "compile": {"compile": True}}
+#: lever -> the training config fields it sets, from the base config
+CONFIG_OVERRIDES: dict[str, Callable[[TrainConfig], dict]] = {
+    "bf16": lambda base: {"bf16": True},
+    "batch16": lambda base: {"batch_size": 16},
+    "lr_sqrt2": lambda base: {"lr": base.lr * 2 ** 0.5},
+    "warmup_half": lambda base: {"warmup_steps": base.warmup() // 2},
+    "channels_last": lambda base: {"channels_last": True},
+    "compile": lambda base: {"compile": True},
+}
 
 
 def lever_name(text: str) -> str:
@@ -62,11 +70,8 @@ def _variant(base: TrainConfig, lever: str, dataset) -> tuple[callable, int, flo
     """(one training step, clips per step, compile seconds) of ``lever`` (``+``-joined levers act
     together) applied to ``base``."""
     parts = set(lever.split("+"))
-    overrides = {key: value for part in parts for key, value in CONFIG_OVERRIDES.get(part, {}).items()}
-    if "lr_sqrt2" in parts:
-        overrides["lr"] = base.lr * 2 ** 0.5
-    if "warmup_half" in parts:
-        overrides["warmup_steps"] = base.warmup() // 2
+    overrides = {key: value for part in parts if part in CONFIG_OVERRIDES
+                 for key, value in CONFIG_OVERRIDES[part](base).items()}
     cfg = TrainConfig.from_dict({**base.to_dict(), **overrides})
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
     trainer = _Trainer(cfg, info)
